@@ -1,0 +1,393 @@
+//! Requests and responses as Rust values, and their flatbuffers encoding.
+//!
+//! [`decode_request`] runs the flatbuffers verifier before touching any field
+//! and borrows from the payload (a produce's records are not copied).
+//! Responses are owned values: they are built once and sent.
+
+use flatbuffers::FlatBufferBuilder;
+
+use crate::frame::{encode_frame_into, FRAME_HEADER_BYTES};
+use crate::wire::{self, AckLevel, Body, ErrorCode};
+use crate::FormatError;
+
+/// A request as the client sent it, borrowing from the frame payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request<'a> {
+    Produce { stream: &'a str, records: &'a [u8], record_count: u32, ack: AckLevel },
+    Fetch { stream: &'a str, offset: u64, max_bytes: u32, max_wait_ms: u32 },
+    CreateStream { stream: &'a str },
+    ListStreams,
+    StreamInfo { stream: &'a str },
+    Ping { nonce: u64 },
+}
+
+impl Request<'_> {
+    /// The stream a request is about, if any (decides which core serves it).
+    pub fn stream(&self) -> Option<&str> {
+        match self {
+            Request::Produce { stream, .. }
+            | Request::Fetch { stream, .. }
+            | Request::CreateStream { stream }
+            | Request::StreamInfo { stream } => Some(stream),
+            Request::ListStreams | Request::Ping { .. } => None,
+        }
+    }
+}
+
+/// One segment as reported by `StreamInfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: u64,
+    pub next_offset: u64,
+    pub size_bytes: u64,
+    pub sealed: bool,
+    pub root: Option<[u8; 32]>,
+}
+
+/// A stream as reported by `StreamInfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub stream: String,
+    pub first_offset: u64,
+    pub next_offset: u64,
+    pub high_watermark: u64,
+    pub segments: Vec<SegmentInfo>,
+    pub core: u16,
+    pub fenced_reason: Option<String>,
+}
+
+/// A response, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Produce { base_offset: u64, record_count: u32 },
+    Fetch { batches: Vec<u8>, high_watermark: u64, log_start_offset: u64 },
+    CreateStream { created: bool },
+    ListStreams { streams: Vec<String> },
+    StreamInfo(StreamInfo),
+    Ping { nonce: u64, server_version: String },
+    Error { code: ErrorCode, message: String },
+}
+
+fn malformed(e: flatbuffers::InvalidFlatbuffer) -> FormatError {
+    FormatError::Malformed(e.to_string())
+}
+
+fn missing(what: &'static str) -> FormatError {
+    FormatError::Invalid { what: "message", reason: format!("{what} is missing") }
+}
+
+/// Verify and decode a request payload. Returns the request id and the request.
+pub fn decode_request(payload: &[u8]) -> Result<(u64, Request<'_>), FormatError> {
+    let message = wire::root_as_message(payload).map_err(malformed)?;
+    let id = message.request_id();
+    let request = match message.body_type() {
+        Body::ProduceRequest => {
+            let r = message.body_as_produce_request().ok_or_else(|| missing("body"))?;
+            Request::Produce { stream: r.stream(), records: r.records().bytes(), record_count: r.record_count(), ack: r.ack() }
+        }
+        Body::FetchRequest => {
+            let r = message.body_as_fetch_request().ok_or_else(|| missing("body"))?;
+            Request::Fetch { stream: r.stream(), offset: r.offset(), max_bytes: r.max_bytes(), max_wait_ms: r.max_wait_ms() }
+        }
+        Body::CreateStreamRequest => {
+            let r = message.body_as_create_stream_request().ok_or_else(|| missing("body"))?;
+            Request::CreateStream { stream: r.stream() }
+        }
+        Body::ListStreamsRequest => Request::ListStreams,
+        Body::StreamInfoRequest => {
+            let r = message.body_as_stream_info_request().ok_or_else(|| missing("body"))?;
+            Request::StreamInfo { stream: r.stream() }
+        }
+        Body::PingRequest => {
+            let r = message.body_as_ping_request().ok_or_else(|| missing("body"))?;
+            Request::Ping { nonce: r.nonce() }
+        }
+        other => {
+            return Err(FormatError::Invalid {
+                what: "message",
+                reason: format!("body type {} is not a request", other.0),
+            })
+        }
+    };
+    if let Request::Produce { ack, .. } = request {
+        if ack != AckLevel::Durable && ack != AckLevel::WrittenNotSynced {
+            return Err(FormatError::Invalid { what: "produce", reason: format!("unknown ack level {}", ack.0) });
+        }
+    }
+    Ok((id, request))
+}
+
+/// Verify and decode a response payload.
+pub fn decode_response(payload: &[u8]) -> Result<(u64, Response), FormatError> {
+    let message = wire::root_as_message(payload).map_err(malformed)?;
+    let id = message.request_id();
+    let response = match message.body_type() {
+        Body::ProduceResponse => {
+            let r = message.body_as_produce_response().ok_or_else(|| missing("body"))?;
+            Response::Produce { base_offset: r.base_offset(), record_count: r.record_count() }
+        }
+        Body::FetchResponse => {
+            let r = message.body_as_fetch_response().ok_or_else(|| missing("body"))?;
+            Response::Fetch {
+                batches: r.batches().map(|b| b.bytes().to_vec()).unwrap_or_default(),
+                high_watermark: r.high_watermark(),
+                log_start_offset: r.log_start_offset(),
+            }
+        }
+        Body::CreateStreamResponse => {
+            let r = message.body_as_create_stream_response().ok_or_else(|| missing("body"))?;
+            Response::CreateStream { created: r.created() }
+        }
+        Body::ListStreamsResponse => {
+            let r = message.body_as_list_streams_response().ok_or_else(|| missing("body"))?;
+            Response::ListStreams {
+                streams: r.streams().map(|v| v.iter().map(str::to_owned).collect()).unwrap_or_default(),
+            }
+        }
+        Body::StreamInfoResponse => {
+            let r = message.body_as_stream_info_response().ok_or_else(|| missing("body"))?;
+            let mut segments = Vec::new();
+            for s in r.segments().iter().flat_map(|v| v.iter()) {
+                let root = match s.root() {
+                    Some(bytes) => Some(<[u8; 32]>::try_from(bytes.bytes()).map_err(|_| FormatError::Invalid {
+                        what: "segment info",
+                        reason: "root is not 32 bytes".into(),
+                    })?),
+                    None => None,
+                };
+                segments.push(SegmentInfo {
+                    base_offset: s.base_offset(),
+                    next_offset: s.next_offset(),
+                    size_bytes: s.size_bytes(),
+                    sealed: s.sealed(),
+                    root,
+                });
+            }
+            Response::StreamInfo(StreamInfo {
+                stream: r.stream().unwrap_or_default().to_owned(),
+                first_offset: r.first_offset(),
+                next_offset: r.next_offset(),
+                high_watermark: r.high_watermark(),
+                segments,
+                core: r.core(),
+                fenced_reason: r.fenced_reason().map(str::to_owned),
+            })
+        }
+        Body::PingResponse => {
+            let r = message.body_as_ping_response().ok_or_else(|| missing("body"))?;
+            Response::Ping { nonce: r.nonce(), server_version: r.server_version().unwrap_or_default().to_owned() }
+        }
+        Body::ErrorResponse => {
+            let r = message.body_as_error_response().ok_or_else(|| missing("body"))?;
+            Response::Error { code: r.code(), message: r.message().unwrap_or_default().to_owned() }
+        }
+        other => {
+            return Err(FormatError::Invalid {
+                what: "message",
+                reason: format!("body type {} is not a response", other.0),
+            })
+        }
+    };
+    Ok((id, response))
+}
+
+/// Build a request's flatbuffers payload in `fbb` (reset first) and return it framed.
+pub fn encode_request_frame(fbb: &mut FlatBufferBuilder<'_>, request_id: u64, request: &Request<'_>, out: &mut Vec<u8>) {
+    fbb.reset();
+    let (body_type, body) = match *request {
+        Request::Produce { stream, records, record_count, ack } => {
+            let records = fbb.create_vector(records);
+            let stream = fbb.create_string(stream);
+            let r = wire::ProduceRequest::create(
+                fbb,
+                &wire::ProduceRequestArgs { stream: Some(stream), records: Some(records), record_count, ack },
+            );
+            (Body::ProduceRequest, r.as_union_value())
+        }
+        Request::Fetch { stream, offset, max_bytes, max_wait_ms } => {
+            let stream = fbb.create_string(stream);
+            let r = wire::FetchRequest::create(
+                fbb,
+                &wire::FetchRequestArgs { stream: Some(stream), offset, max_bytes, max_wait_ms },
+            );
+            (Body::FetchRequest, r.as_union_value())
+        }
+        Request::CreateStream { stream } => {
+            let stream = fbb.create_string(stream);
+            let r = wire::CreateStreamRequest::create(fbb, &wire::CreateStreamRequestArgs { stream: Some(stream) });
+            (Body::CreateStreamRequest, r.as_union_value())
+        }
+        Request::ListStreams => {
+            let r = wire::ListStreamsRequest::create(fbb, &wire::ListStreamsRequestArgs {});
+            (Body::ListStreamsRequest, r.as_union_value())
+        }
+        Request::StreamInfo { stream } => {
+            let stream = fbb.create_string(stream);
+            let r = wire::StreamInfoRequest::create(fbb, &wire::StreamInfoRequestArgs { stream: Some(stream) });
+            (Body::StreamInfoRequest, r.as_union_value())
+        }
+        Request::Ping { nonce } => {
+            let r = wire::PingRequest::create(fbb, &wire::PingRequestArgs { nonce });
+            (Body::PingRequest, r.as_union_value())
+        }
+    };
+    finish(fbb, request_id, body_type, body, out);
+}
+
+/// Build a response frame and append it to `out`.
+pub fn encode_response_frame(fbb: &mut FlatBufferBuilder<'_>, request_id: u64, response: &Response, out: &mut Vec<u8>) {
+    fbb.reset();
+    let (body_type, body) = match response {
+        Response::Produce { base_offset, record_count } => {
+            let r = wire::ProduceResponse::create(
+                fbb,
+                &wire::ProduceResponseArgs { base_offset: *base_offset, record_count: *record_count },
+            );
+            (Body::ProduceResponse, r.as_union_value())
+        }
+        Response::Fetch { batches, high_watermark, log_start_offset } => {
+            let batches = fbb.create_vector(batches);
+            let r = wire::FetchResponse::create(
+                fbb,
+                &wire::FetchResponseArgs {
+                    batches: Some(batches),
+                    high_watermark: *high_watermark,
+                    log_start_offset: *log_start_offset,
+                },
+            );
+            (Body::FetchResponse, r.as_union_value())
+        }
+        Response::CreateStream { created } => {
+            let r = wire::CreateStreamResponse::create(fbb, &wire::CreateStreamResponseArgs { created: *created });
+            (Body::CreateStreamResponse, r.as_union_value())
+        }
+        Response::ListStreams { streams } => {
+            let names: Vec<_> = streams.iter().map(|s| fbb.create_string(s)).collect();
+            let streams = fbb.create_vector(&names);
+            let r = wire::ListStreamsResponse::create(fbb, &wire::ListStreamsResponseArgs { streams: Some(streams) });
+            (Body::ListStreamsResponse, r.as_union_value())
+        }
+        Response::StreamInfo(info) => {
+            let segments: Vec<_> = info
+                .segments
+                .iter()
+                .map(|s| {
+                    let root = s.root.map(|r| fbb.create_vector(&r));
+                    wire::SegmentInfo::create(
+                        fbb,
+                        &wire::SegmentInfoArgs {
+                            base_offset: s.base_offset,
+                            next_offset: s.next_offset,
+                            size_bytes: s.size_bytes,
+                            sealed: s.sealed,
+                            root,
+                        },
+                    )
+                })
+                .collect();
+            let segments = fbb.create_vector(&segments);
+            let stream = fbb.create_string(&info.stream);
+            let fenced_reason = info.fenced_reason.as_deref().map(|s| fbb.create_string(s));
+            let r = wire::StreamInfoResponse::create(
+                fbb,
+                &wire::StreamInfoResponseArgs {
+                    stream: Some(stream),
+                    first_offset: info.first_offset,
+                    next_offset: info.next_offset,
+                    high_watermark: info.high_watermark,
+                    segments: Some(segments),
+                    core: info.core,
+                    fenced_reason,
+                },
+            );
+            (Body::StreamInfoResponse, r.as_union_value())
+        }
+        Response::Ping { nonce, server_version } => {
+            let v = fbb.create_string(server_version);
+            let r = wire::PingResponse::create(fbb, &wire::PingResponseArgs { nonce: *nonce, server_version: Some(v) });
+            (Body::PingResponse, r.as_union_value())
+        }
+        Response::Error { code, message } => {
+            let m = fbb.create_string(message);
+            let r = wire::ErrorResponse::create(fbb, &wire::ErrorResponseArgs { code: *code, message: Some(m) });
+            (Body::ErrorResponse, r.as_union_value())
+        }
+    };
+    finish(fbb, request_id, body_type, body, out);
+}
+
+fn finish(
+    fbb: &mut FlatBufferBuilder<'_>,
+    request_id: u64,
+    body_type: Body,
+    body: flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
+    out: &mut Vec<u8>,
+) {
+    let message = wire::Message::create(fbb, &wire::MessageArgs { request_id, body_type, body: Some(body) });
+    fbb.finish(message, None);
+    encode_frame_into(fbb.finished_data(), out);
+    debug_assert!(out.len() >= FRAME_HEADER_BYTES);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::decode_frame;
+
+    fn round_trip_request(req: Request<'_>) {
+        let mut fbb = FlatBufferBuilder::new();
+        let mut out = Vec::new();
+        encode_request_frame(&mut fbb, 77, &req, &mut out);
+        let (payload, _) = decode_frame(&out, u32::MAX).unwrap().unwrap();
+        let (id, back) = decode_request(payload).unwrap();
+        assert_eq!(id, 77);
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        round_trip_request(Request::Produce { stream: "s", records: &[1, 0, 0, 0, 9], record_count: 1, ack: AckLevel::Durable });
+        round_trip_request(Request::Fetch { stream: "s", offset: 5, max_bytes: 100, max_wait_ms: 3 });
+        round_trip_request(Request::CreateStream { stream: "x" });
+        round_trip_request(Request::ListStreams);
+        round_trip_request(Request::StreamInfo { stream: "y" });
+        round_trip_request(Request::Ping { nonce: 9 });
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let all = vec![
+            Response::Produce { base_offset: 3, record_count: 2 },
+            Response::Fetch { batches: vec![1, 2, 3], high_watermark: 9, log_start_offset: 0 },
+            Response::CreateStream { created: true },
+            Response::ListStreams { streams: vec!["a".into(), "b".into()] },
+            Response::StreamInfo(StreamInfo {
+                stream: "s".into(),
+                first_offset: 0,
+                next_offset: 10,
+                high_watermark: 10,
+                segments: vec![SegmentInfo { base_offset: 0, next_offset: 10, size_bytes: 4096, sealed: true, root: Some([3; 32]) }],
+                core: 1,
+                fenced_reason: None,
+            }),
+            Response::Ping { nonce: 1, server_version: "v".into() },
+            Response::Error { code: ErrorCode::UnknownStream, message: "no".into() },
+        ];
+        let mut fbb = FlatBufferBuilder::new();
+        for r in all {
+            let mut out = Vec::new();
+            encode_response_frame(&mut fbb, 5, &r, &mut out);
+            let (payload, _) = decode_frame(&out, u32::MAX).unwrap().unwrap();
+            assert_eq!(decode_response(payload).unwrap(), (5, r));
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for len in 0..64 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let _ = decode_request(&junk);
+            let _ = decode_response(&junk);
+        }
+    }
+}
