@@ -1,0 +1,145 @@
+//! One core's share of the log: the streams this core owns.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use ddc_formats::name::validate_stream_name;
+
+use crate::config::LogConfig;
+use crate::error::{EngineError, Result};
+use crate::recovery::open_stream;
+use crate::storage::Storage;
+use crate::stream::{now_ms, Stream};
+
+/// Which core owns a stream: a stable hash of its name, so ownership is the
+/// same on every start with the same core count.
+pub fn owner_core(name: &str, cores: usize) -> usize {
+    assert!(cores > 0);
+    crc32fast::hash(name.as_bytes()) as usize % cores
+}
+
+/// The streams owned by one executor. Not `Send`: it lives on its core.
+pub struct Engine<S: Storage> {
+    storage: S,
+    config: Rc<LogConfig>,
+    core: usize,
+    cores: usize,
+    streams: RefCell<BTreeMap<String, Rc<Stream<S>>>>,
+    /// Streams whose recovery failed, with the reason; they refuse every request.
+    unrecoverable: RefCell<BTreeMap<String, String>>,
+}
+
+impl<S: Storage> Engine<S> {
+    /// Recover every stream this core owns.
+    pub async fn open(storage: S, config: LogConfig, core: usize, cores: usize) -> Result<Rc<Engine<S>>> {
+        assert!(core < cores);
+        let config = Rc::new(config);
+        let streams_dir = config.streams_dir();
+        storage
+            .create_dir_all(&streams_dir)
+            .await
+            .map_err(|e| EngineError::io(format!("create {}", streams_dir.display()), &e))?;
+        let engine = Engine {
+            storage,
+            config: config.clone(),
+            core,
+            cores,
+            streams: RefCell::new(BTreeMap::new()),
+            unrecoverable: RefCell::new(BTreeMap::new()),
+        };
+        let names = engine
+            .storage
+            .list_dir(&streams_dir)
+            .await
+            .map_err(|e| EngineError::io(format!("list {}", streams_dir.display()), &e))?;
+        for name in names {
+            if validate_stream_name(&name).is_err() || owner_core(&name, cores) != core {
+                continue;
+            }
+            match open_stream(&name, &engine.storage, &config).await {
+                Ok(stream) => {
+                    tracing::info!(core, stream = %name, next_offset = stream.high_watermark(), "recovered stream");
+                    engine.streams.borrow_mut().insert(name, stream);
+                }
+                Err(e) => {
+                    tracing::error!(core, stream = %name, error = %e, "stream could not be recovered; it refuses requests");
+                    engine.unrecoverable.borrow_mut().insert(name, e.to_string());
+                }
+            }
+        }
+        Ok(Rc::new(engine))
+    }
+
+    pub fn core(&self) -> usize {
+        self.core
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    fn check_owned(&self, name: &str) -> Result<()> {
+        validate_stream_name(name).map_err(|e| EngineError::InvalidStreamName(e.to_string()))?;
+        assert_eq!(owner_core(name, self.cores), self.core, "stream {name} routed to the wrong core");
+        if let Some(reason) = self.unrecoverable.borrow().get(name) {
+            return Err(EngineError::Corrupted {
+                stream: name.to_owned(),
+                segment_base: 0,
+                position: 0,
+                end: 0,
+                reason: format!("stream failed recovery: {reason}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// An existing stream.
+    pub fn stream(&self, name: &str) -> Result<Rc<Stream<S>>> {
+        self.check_owned(name)?;
+        self.streams.borrow().get(name).cloned().ok_or_else(|| EngineError::UnknownStream(name.to_owned()))
+    }
+
+    /// The stream, created (in memory; on disk at its first flush) if missing.
+    pub fn stream_or_create(&self, name: &str) -> Result<(Rc<Stream<S>>, bool)> {
+        self.check_owned(name)?;
+        if let Some(s) = self.streams.borrow().get(name) {
+            return Ok((s.clone(), false));
+        }
+        let stream = Stream::create(name.to_owned(), self.storage.clone(), self.config.clone());
+        self.streams.borrow_mut().insert(name.to_owned(), stream.clone());
+        tracing::info!(core = self.core, stream = %name, "created stream");
+        Ok((stream, true))
+    }
+
+    /// Create a stream durably (its directory exists on disk when this returns).
+    pub async fn create_stream(&self, name: &str) -> Result<bool> {
+        let (stream, created) = self.stream_or_create(name)?;
+        stream.make_durable().await?;
+        Ok(created)
+    }
+
+    /// Names of this core's streams, including ones that failed recovery.
+    pub fn list(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.streams.borrow().keys().cloned().collect();
+        names.extend(self.unrecoverable.borrow().keys().cloned());
+        names.sort();
+        names
+    }
+
+    /// Periodic housekeeping: roll segments past their age.
+    pub fn tick(&self) {
+        let now = now_ms();
+        for stream in self.streams.borrow().values() {
+            stream.roll_if_aged(now);
+        }
+    }
+
+    /// Flush and close every stream.
+    pub async fn close(&self) {
+        let streams: Vec<_> = self.streams.borrow().values().cloned().collect();
+        for stream in streams {
+            stream.close().await;
+        }
+    }
+}
