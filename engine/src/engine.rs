@@ -37,6 +37,10 @@ impl<S: Storage> Engine<S> {
         let config = Rc::new(config);
         let streams_dir = config.streams_dir();
         storage
+            .init(&config.data_dir)
+            .await
+            .map_err(|e| EngineError::io(format!("prepare {}", config.data_dir.display()), &e))?;
+        storage
             .create_dir_all(&streams_dir)
             .await
             .map_err(|e| EngineError::io(format!("create {}", streams_dir.display()), &e))?;

@@ -77,6 +77,26 @@ impl Storage for DmaStorage {
     type File = DmaSegmentFile;
     type Buf = DmaBuffer;
 
+    /// glommio decides once per device whether reads may use the io_uring
+    /// poll ring, by reading the first block of the first file it opens. If
+    /// that file is empty the read "succeeds" at EOF, glommio wrongly picks
+    /// the poll ring, and every later read fails with EOPNOTSUPP on devices
+    /// without polling (virtio). So the first file opened is a non-empty one.
+    async fn init(&self, data_dir: &Path) -> io::Result<()> {
+        let probe = data_dir.join(".direct-io-probe");
+        let path = probe.clone();
+        blocking(move || {
+            std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+            std::fs::write(&path, vec![0u8; 4096])
+        })
+        .await?;
+        let file = DmaFile::open(&probe).await.map_err(glommio_err)?;
+        let read = file.read_at(0, 512).await.map_err(glommio_err);
+        let _ = file.close().await;
+        let _ = std::fs::remove_file(&probe);
+        read.map(|_| ())
+    }
+
     fn alloc_buf(&self, len: usize) -> DmaBuffer {
         let mut buf = glommio::allocate_dma_buffer(len);
         buf.as_bytes_mut().fill(0);

@@ -30,6 +30,10 @@ pub trait Storage: Clone + 'static {
     type File: StorageFile<Buf = Self::Buf>;
     type Buf: IoBuf;
 
+    /// Called once per executor before any file in `data_dir` is opened.
+    async fn init(&self, _data_dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
     /// An aligned, zeroed buffer of `len` bytes (a multiple of the alignment).
     fn alloc_buf(&self, len: usize) -> Self::Buf;
     /// Create a new file; fails if it exists.
