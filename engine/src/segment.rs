@@ -11,7 +11,7 @@ use std::rc::Rc;
 use ddc_formats::segment::{IndexEntry, SealManifest, SEGMENT_HEADER_BYTES};
 
 use crate::error::{EngineError, Result};
-use crate::storage::{Storage, StorageFile};
+use crate::storage::Storage;
 
 pub(crate) fn log_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.log"))

@@ -1,0 +1,163 @@
+//! One client connection: read frames, run requests concurrently, write
+//! tagged responses as they complete.
+//!
+//! Backpressure: at most `in_flight_max` requests run per connection; past
+//! that the reader stops reading, so TCP flow control pushes back on the
+//! client. Frames are checked in this order: header (magic, version, length
+//! against `frame_bytes_max`, *before* reading the payload), checksum,
+//! flatbuffers verifier. A bad header or checksum gets an error response and
+//! the connection is closed (its framing can no longer be trusted); a frame
+//! that is intact but fails the verifier or makes no sense gets an error
+//! response and the connection keeps serving.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use flatbuffers::FlatBufferBuilder;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+
+use ddc_engine::owner_core;
+use ddc_formats::frame::{FrameHeader, FRAME_HEADER_BYTES};
+use ddc_formats::message::{decode_request, encode_response_frame, Request, Response};
+use ddc_formats::wire::ErrorCode;
+use ddc_formats::FormatError;
+use ddc_engine::signal::Signal;
+
+use crate::dispatch::{error_response, serve_local, CoreState};
+use crate::router::Router;
+
+/// Responses waiting to be written, already framed.
+#[derive(Default)]
+struct Outbox {
+    bytes: RefCell<Vec<u8>>,
+    closed: Cell<bool>,
+    ready: Signal,
+}
+
+impl Outbox {
+    fn push(&self, request_id: u64, response: &Response) {
+        thread_local! {
+            static FBB: RefCell<FlatBufferBuilder<'static>> = RefCell::new(FlatBufferBuilder::with_capacity(64 << 10));
+        }
+        FBB.with(|fbb| encode_response_frame(&mut fbb.borrow_mut(), request_id, response, &mut self.bytes.borrow_mut()));
+        self.ready.notify();
+    }
+}
+
+fn frame_error_code(e: &FormatError) -> ErrorCode {
+    match e {
+        FormatError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+        FormatError::ChecksumMismatch { .. } => ErrorCode::ChecksumMismatch,
+        FormatError::Malformed(_) => ErrorCode::MalformedMessage,
+        FormatError::Invalid { .. } => ErrorCode::BadRequest,
+        _ => ErrorCode::UnsupportedVersion,
+    }
+}
+
+pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: Rc<Router>, in_flight_max: usize) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let outbox = Rc::new(Outbox::default());
+    let writer_task = {
+        let outbox = outbox.clone();
+        glommio::spawn_local(async move {
+            loop {
+                outbox.ready.wait_for(|| (!outbox.bytes.borrow().is_empty() || outbox.closed.get()).then_some(())).await;
+                let bytes = std::mem::take(&mut *outbox.bytes.borrow_mut());
+                if bytes.is_empty() {
+                    break; // closed and drained
+                }
+                if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+                    outbox.closed.set(true);
+                    break;
+                }
+            }
+            let _ = writer.close().await;
+        })
+    };
+    let permits = Rc::new(Semaphore::new(in_flight_max as u64));
+    let frame_bytes_max = state.frame_bytes_max;
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    loop {
+        if outbox.closed.get() {
+            break;
+        }
+        match reader.read_exact(&mut header).await {
+            Ok(()) => {}
+            Err(_) => break, // EOF or reset
+        }
+        let parsed = match FrameHeader::decode(&header, frame_bytes_max) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "refusing frame; closing connection");
+                outbox.push(0, &error_response(frame_error_code(&e), e.to_string()));
+                break;
+            }
+        };
+        let mut payload = vec![0u8; parsed.payload_len as usize];
+        if reader.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        if let Err(e) = parsed.verify_payload(&header, &payload) {
+            tracing::debug!(%peer, error = %e, "frame checksum mismatch; closing connection");
+            outbox.push(0, &error_response(frame_error_code(&e), e.to_string()));
+            break;
+        }
+        let permit = match permits.clone().acquire_static_permit(1).await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        let (state, router, outbox) = (state.clone(), router.clone(), outbox.clone());
+        glommio::spawn_local(async move {
+            let (id, response) = handle_payload(&state, &router, payload).await;
+            outbox.push(id, &response);
+            drop(permit);
+        })
+        .detach();
+    }
+    // Let running requests answer, then close.
+    let _ = permits.acquire(in_flight_max as u64).await;
+    outbox.closed.set(true);
+    outbox.ready.notify();
+    writer_task.await;
+}
+
+/// Decode, route and serve one verified frame payload.
+async fn handle_payload(state: &CoreState, router: &Router, payload: Vec<u8>) -> (u64, Response) {
+    let (id, request) = match decode_request(&payload) {
+        Ok(r) => r,
+        Err(e) => return (0, error_response(frame_error_code(&e), e.to_string())),
+    };
+    let owner = match request.stream() {
+        Some(name) => Some(owner_core(name, router.cores)),
+        None => None,
+    };
+    let response = match (owner, &request) {
+        (Some(core), _) if core != router.core => {
+            drop(request);
+            router.forward(core, payload).await
+        }
+        (None, Request::ListStreams) => list_all(state, router, &payload).await,
+        _ => serve_local(state, &request).await,
+    };
+    (id, response)
+}
+
+async fn list_all(state: &CoreState, router: &Router, payload: &[u8]) -> Response {
+    let mut all = match serve_local(state, &Request::ListStreams).await {
+        Response::ListStreams { streams } => streams,
+        other => return other,
+    };
+    for core in (0..router.cores).filter(|&c| c != router.core) {
+        match router.forward(core, payload.to_vec()).await {
+            Response::ListStreams { streams } => all.extend(streams),
+            other => return other,
+        }
+    }
+    all.sort();
+    all.dedup();
+    Response::ListStreams { streams: all }
+}

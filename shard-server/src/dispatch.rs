@@ -1,0 +1,76 @@
+//! Serving one request on the core that owns its stream.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use ddc_engine::storage::dma::DmaStorage;
+use ddc_engine::{Engine, EngineError};
+use ddc_formats::message::{Request, Response};
+use ddc_formats::wire::ErrorCode;
+
+/// What one core serves with.
+pub struct CoreState {
+    pub engine: Rc<Engine<DmaStorage>>,
+    pub frame_bytes_max: u32,
+    pub fetch_wait_max_ms: u32,
+}
+
+pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error { code, message: message.into() }
+}
+
+pub fn engine_error(e: &EngineError) -> Response {
+    let code = match e {
+        EngineError::InvalidStreamName(_) => ErrorCode::InvalidStreamName,
+        EngineError::UnknownStream(_) => ErrorCode::UnknownStream,
+        EngineError::InvalidRecords(_) => ErrorCode::InvalidRecords,
+        EngineError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        EngineError::Corrupted { .. } => ErrorCode::Corrupted,
+        EngineError::WritesFenced { storage_full: true, .. } | EngineError::StorageFull(_) => ErrorCode::StorageFull,
+        EngineError::WritesFenced { .. } => ErrorCode::WritesFenced,
+        EngineError::ShuttingDown => ErrorCode::ShuttingDown,
+        _ => ErrorCode::Internal,
+    };
+    error_response(code, e.to_string())
+}
+
+/// Serve a request whose stream this core owns (or that has no stream).
+pub async fn serve_local(state: &CoreState, request: &Request<'_>) -> Response {
+    match serve(state, request).await {
+        Ok(r) => r,
+        Err(e) => engine_error(&e),
+    }
+}
+
+async fn serve(state: &CoreState, request: &Request<'_>) -> Result<Response, EngineError> {
+    let engine = &state.engine;
+    Ok(match *request {
+        Request::Produce { stream, records, record_count, ack } => {
+            let (stream, _) = engine.stream_or_create(stream)?;
+            let base_offset = stream.append(records, record_count, ack).await?;
+            Response::Produce { base_offset, record_count }
+        }
+        Request::Fetch { stream, offset, max_bytes, max_wait_ms } => {
+            let stream = engine.stream(stream)?;
+            // Leave room for the envelope inside the largest frame.
+            let max_bytes = max_bytes.min(state.frame_bytes_max.saturating_sub(4096)).max(1);
+            let mut out = stream.read(offset, max_bytes).await?;
+            if out.batches.is_empty() && max_wait_ms > 0 {
+                let wait = Duration::from_millis(u64::from(max_wait_ms.min(state.fetch_wait_max_ms)));
+                if stream.wait_for_data(offset, wait).await {
+                    out = stream.read(offset, max_bytes).await?;
+                } else {
+                    out.high_watermark = stream.high_watermark();
+                }
+            }
+            Response::Fetch { batches: out.batches, high_watermark: out.high_watermark, log_start_offset: out.log_start_offset }
+        }
+        Request::CreateStream { stream } => Response::CreateStream { created: engine.create_stream(stream).await? },
+        Request::StreamInfo { stream } => {
+            let stream = engine.stream(stream)?;
+            Response::StreamInfo(stream.info(engine.core() as u16))
+        }
+        Request::ListStreams => Response::ListStreams { streams: engine.list() },
+        Request::Ping { nonce } => Response::Ping { nonce, server_version: env!("CARGO_PKG_VERSION").to_owned() },
+    })
+}

@@ -1,0 +1,17 @@
+//! The DDC storage node daemon and its client tools.
+//!
+//! `shard-server` runs one glommio executor per core ([`node::run`]). Each
+//! executor opens its share of the log ([`ddc_engine::Engine`]), accepts
+//! connections on the shared port (SO_REUSEPORT spreads them across cores),
+//! and serves requests for the streams it owns; requests for streams another
+//! core owns are forwarded there ([`router`]).
+//!
+//! **Boundary:** networking, configuration and process lifecycle live here;
+//! storage lives in `ddc-engine`, byte layouts in `ddc-formats`.
+
+pub mod bench;
+pub mod config;
+pub mod conn;
+pub mod dispatch;
+pub mod node;
+pub mod router;
