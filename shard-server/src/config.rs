@@ -42,6 +42,10 @@ pub struct ServerSection {
     pub in_flight_max: usize,
     /// Upper bound on a fetch's `max_wait_ms`.
     pub fetch_wait_max_ms: u32,
+    /// Request payload bytes one core holds in memory at once, across all its
+    /// connections; readers wait (TCP backpressure) when it is spent. Bounds
+    /// memory under floods of large frames.
+    pub core_payload_bytes_max: u64,
     /// Registered DMA memory per executor (glommio `io_memory`); the sum must stay under `ulimit -l`.
     pub io_memory_bytes: usize,
 }
@@ -78,6 +82,7 @@ impl Default for ServerSection {
             frame_bytes_max: ddc_formats::frame::FRAME_BYTES_MAX_DEFAULT,
             in_flight_max: 128,
             fetch_wait_max_ms: 30_000,
+            core_payload_bytes_max: 256 << 20,
             io_memory_bytes: 2 << 20,
         }
     }
@@ -100,6 +105,10 @@ impl NodeConfig {
         check(self.log.segment_age_max_ms >= 1000, "log.segment_age_max_ms must be at least 1000")?;
         check(self.server.frame_bytes_max >= 4096, "server.frame_bytes_max must be at least 4096")?;
         check(self.server.frame_bytes_max <= 64 << 20, "server.frame_bytes_max must be at most 67108864")?;
+        check(
+            self.server.core_payload_bytes_max >= u64::from(self.server.frame_bytes_max),
+            "server.core_payload_bytes_max must be at least server.frame_bytes_max",
+        )?;
         check(self.server.in_flight_max >= 1, "server.in_flight_max must be at least 1")?;
         check(self.cores <= 256, "cores must be at most 256")?;
         Ok(())

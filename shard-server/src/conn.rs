@@ -97,6 +97,11 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
                 break;
             }
         };
+        // Hold the payload's bytes against the core's budget before allocating them.
+        let memory = match state.payload_budget.clone().acquire_static_permit(u64::from(parsed.payload_len)).await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
         let mut payload = vec![0u8; parsed.payload_len as usize];
         if reader.read_exact(&mut payload).await.is_err() {
             break;
@@ -114,6 +119,7 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
         glommio::spawn_local(async move {
             let (id, response) = handle_payload(&state, &router, payload).await;
             outbox.push(id, &response);
+            drop(memory);
             drop(permit);
         })
         .detach();

@@ -97,6 +97,7 @@ async fn serve_core(
         engine: engine.clone(),
         frame_bytes_max: config.server.frame_bytes_max,
         fetch_wait_max_ms: config.server.fetch_wait_max_ms,
+        payload_budget: Rc::new(glommio::sync::Semaphore::new(config.server.core_payload_bytes_max)),
     });
     let router = Rc::new(Router::connect(core, ends, state.clone()).await);
     let listener = match TcpListener::bind(config.listen) {
