@@ -69,8 +69,12 @@ for t in "${targets[@]}"; do
     else
         failed=1
         summary+=("$(printf '%-14s FAILED execs=%-10s exit=%s log=%s' "$t" "${execs:-?}" "$rc" "$log")")
-        grep -E "panicked at|^thread '|ERROR: libFuzzer|SUMMARY:" "$log" | head -8
-        sed -n "/panicked at/,+3p" "$log" | head -8
+        # The panic (message and the first lines of its values), else libFuzzer's own error.
+        if grep -q "panicked at" "$log"; then
+            sed -n "/panicked at/,+3p" "$log" | head -4 | cut -c1-400
+        else
+            grep -E "ERROR:|error|SUMMARY:" "$log" | head -8
+        fi
         for a in $(comm -13 <(echo "$before") <(ls -1 "artifacts/$t" | sort)); do
             echo "reproducer artifacts/$t/$a ($(stat -c %s "artifacts/$t/$a") bytes):"
             od -An -v -tx1 "artifacts/$t/$a" | tr -d ' \n' | fold -w 128

