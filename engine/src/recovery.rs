@@ -168,6 +168,7 @@ async fn truncate_tail<S: Storage>(storage: &S, file: &S::File, valid_end: u64) 
         let keep = (valid_end - block_start) as usize;
         let old = file.read_at(block_start, keep).await.map_err(|e| io("read", e))?;
         let mut block = storage.alloc_buf(BLOCK_BYTES as usize);
+        block.as_mut_slice().fill(0);
         block.as_mut_slice()[..keep].copy_from_slice(&old[..keep]);
         file.write_at(Rc::new(block), block_start).await.map_err(|e| io("write", e))?;
     }

@@ -417,6 +417,8 @@ impl<S: Storage> Stream<S> {
         let mut written = Vec::with_capacity(work.chunks.len());
         for mut chunk in work.chunks {
             let aligned = align_up(chunk.len as u64, BLOCK_BYTES) as usize;
+            // Buffers are not zeroed at allocation; the padding that goes to disk is.
+            chunk.buf.as_mut_slice()[chunk.len..aligned].fill(0);
             chunk.buf.trim(aligned);
             let buf = Rc::new(chunk.buf);
             file.write_at(buf.clone(), chunk.start)

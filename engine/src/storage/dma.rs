@@ -98,9 +98,7 @@ impl Storage for DmaStorage {
     }
 
     fn alloc_buf(&self, len: usize) -> DmaBuffer {
-        let mut buf = glommio::allocate_dma_buffer(len);
-        buf.as_bytes_mut().fill(0);
-        buf
+        glommio::allocate_dma_buffer(len)
     }
 
     async fn create_file(&self, path: &Path) -> io::Result<DmaSegmentFile> {

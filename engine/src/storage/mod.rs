@@ -34,7 +34,8 @@ pub trait Storage: Clone + 'static {
     async fn init(&self, _data_dir: &Path) -> io::Result<()> {
         Ok(())
     }
-    /// An aligned, zeroed buffer of `len` bytes (a multiple of the alignment).
+    /// An aligned buffer of `len` bytes (a multiple of the alignment). Its
+    /// contents are unspecified: the log zeroes the padding it writes.
     fn alloc_buf(&self, len: usize) -> Self::Buf;
     /// Create a new file; fails if it exists.
     async fn create_file(&self, path: &Path) -> io::Result<Self::File>;
