@@ -237,6 +237,54 @@ pub fn encode_request_frame(fbb: &mut FlatBufferBuilder<'_>, request_id: u64, re
 /// Build a response frame and append it to `out`.
 pub fn encode_response_frame(fbb: &mut FlatBufferBuilder<'_>, request_id: u64, response: &Response, out: &mut Vec<u8>) {
     fbb.reset();
+    build_response(fbb, request_id, response);
+    encode_frame_into(fbb.finished_data(), out);
+}
+
+/// A whole frame held in `buf[start..]`.
+#[derive(Debug)]
+pub struct OwnedFrame {
+    pub buf: Vec<u8>,
+    pub start: usize,
+}
+
+impl OwnedFrame {
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+/// Build a response frame without copying the message: the flatbuffer is
+/// built back to front in `reuse` (zeroed first; only its allocation is reused) and the
+/// frame header goes into the free space in front of it.
+pub fn encode_response_owned(request_id: u64, response: &Response, mut reuse: Vec<u8>) -> OwnedFrame {
+    let payload_hint = match response {
+        Response::Fetch { batches, .. } => batches.len(),
+        _ => 0,
+    };
+    let needed = payload_hint + 1024;
+    // The builder leaves alignment padding untouched, so the buffer must be
+    // zero: stale bytes of an earlier response must never reach the wire.
+    reuse.clear();
+    reuse.resize(needed, 0);
+    let mut fbb = FlatBufferBuilder::from_vec(reuse);
+    build_response(&mut fbb, request_id, response);
+    let (mut buf, head) = fbb.collapse();
+    if head >= FRAME_HEADER_BYTES {
+        let start = head - FRAME_HEADER_BYTES;
+        let (front, payload) = buf.split_at_mut(head);
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        crate::frame::encode_header(payload, &mut header);
+        front[start..].copy_from_slice(&header);
+        OwnedFrame { buf, start }
+    } else {
+        let mut out = Vec::with_capacity(buf.len() - head + FRAME_HEADER_BYTES);
+        encode_frame_into(&buf[head..], &mut out);
+        OwnedFrame { buf: out, start: 0 }
+    }
+}
+
+fn build_response(fbb: &mut FlatBufferBuilder<'_>, request_id: u64, response: &Response) {
     let (body_type, body) = match response {
         Response::Produce { base_offset, record_count } => {
             let r = wire::ProduceResponse::create(
@@ -313,7 +361,8 @@ pub fn encode_response_frame(fbb: &mut FlatBufferBuilder<'_>, request_id: u64, r
             (Body::ErrorResponse, r.as_union_value())
         }
     };
-    finish(fbb, request_id, body_type, body, out);
+    let message = wire::Message::create(fbb, &wire::MessageArgs { request_id, body_type, body: Some(body) });
+    fbb.finish(message, None);
 }
 
 fn finish(
@@ -378,7 +427,11 @@ mod tests {
             let mut out = Vec::new();
             encode_response_frame(&mut fbb, 5, &r, &mut out);
             let (payload, _) = decode_frame(&out, u32::MAX).unwrap().unwrap();
-            assert_eq!(decode_response(payload).unwrap(), (5, r));
+            assert_eq!(decode_response(payload).unwrap(), (5, r.clone()));
+            for reuse in [Vec::new(), vec![7u8; 10], vec![9u8; 1 << 16]] {
+                let owned = encode_response_owned(5, &r, reuse);
+                assert_eq!(owned.bytes(), &out[..], "owned encoding differs");
+            }
         }
     }
 

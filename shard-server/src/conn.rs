@@ -11,16 +11,16 @@
 //! response and the connection keeps serving.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
-use flatbuffers::FlatBufferBuilder;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
 use ddc_engine::owner_core;
 use ddc_formats::frame::{FrameHeader, FRAME_HEADER_BYTES};
-use ddc_formats::message::{decode_request, encode_response_frame, Request, Response};
+use ddc_formats::message::{decode_request, encode_response_owned, OwnedFrame, Request, Response};
 use ddc_formats::wire::ErrorCode;
 use ddc_formats::FormatError;
 use ddc_engine::signal::Signal;
@@ -31,18 +31,27 @@ use crate::router::Router;
 /// Responses waiting to be written, already framed.
 #[derive(Default)]
 struct Outbox {
-    bytes: RefCell<Vec<u8>>,
+    frames: RefCell<VecDeque<OwnedFrame>>,
+    /// Buffers of written frames, reused for the next responses.
+    spare: RefCell<Vec<Vec<u8>>>,
     closed: Cell<bool>,
     ready: Signal,
 }
 
 impl Outbox {
     fn push(&self, request_id: u64, response: &Response) {
-        thread_local! {
-            static FBB: RefCell<FlatBufferBuilder<'static>> = RefCell::new(FlatBufferBuilder::with_capacity(64 << 10));
-        }
-        FBB.with(|fbb| encode_response_frame(&mut fbb.borrow_mut(), request_id, response, &mut self.bytes.borrow_mut()));
+        let reuse = self.spare.borrow_mut().pop().unwrap_or_default();
+        let frame = encode_response_owned(request_id, response, reuse);
+        self.frames.borrow_mut().push_back(frame);
         self.ready.notify();
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
+        let mut spare = self.spare.borrow_mut();
+        // Keep a few buffers, and none of the very large ones.
+        if spare.len() < 4 && buf.len() <= 4 << 20 {
+            spare.push(buf);
+        }
     }
 }
 
@@ -64,17 +73,35 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
     let writer_task = {
         let outbox = outbox.clone();
         glommio::spawn_local(async move {
-            loop {
-                outbox.ready.wait_for(|| (!outbox.bytes.borrow().is_empty() || outbox.closed.get()).then_some(())).await;
-                let bytes = std::mem::take(&mut *outbox.bytes.borrow_mut());
-                if bytes.is_empty() {
+            // Small frames are coalesced into one write; large ones go out as they are.
+            let mut small = Vec::with_capacity(64 << 10);
+            'writing: loop {
+                outbox.ready.wait_for(|| (!outbox.frames.borrow().is_empty() || outbox.closed.get()).then_some(())).await;
+                let frames: Vec<OwnedFrame> = outbox.frames.borrow_mut().drain(..).collect();
+                if frames.is_empty() {
                     break; // closed and drained
                 }
-                if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
-                    outbox.closed.set(true);
+                for frame in frames {
+                    if frame.bytes().len() < 16 << 10 {
+                        small.extend_from_slice(frame.bytes());
+                        outbox.recycle(frame.buf);
+                        continue;
+                    }
+                    if !small.is_empty() && writer.write_all(&small).await.is_err() {
+                        break 'writing;
+                    }
+                    small.clear();
+                    if writer.write_all(frame.bytes()).await.is_err() {
+                        break 'writing;
+                    }
+                    outbox.recycle(frame.buf);
+                }
+                if (!small.is_empty() && writer.write_all(&small).await.is_err()) || writer.flush().await.is_err() {
                     break;
                 }
+                small.clear();
             }
+            outbox.closed.set(true);
             let _ = writer.close().await;
         })
     };

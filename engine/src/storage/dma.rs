@@ -200,16 +200,18 @@ impl StorageFile for DmaSegmentFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        // Split into chunks the device accepts and keep them all in flight:
+        // a virtio disk at queue depth 1 is several times slower.
+        let split = self.read_split_bytes;
+        let reads = (0..len).step_by(split).map(|at| self.file.read_at(pos + at as u64, split.min(len - at)));
+        let results = futures::future::join_all(reads).await;
         let mut out = Vec::with_capacity(len);
-        let mut at = 0usize;
-        while at < len {
-            let want = self.read_split_bytes.min(len - at);
-            let got = self.file.read_at(pos + at as u64, want).await.map_err(glommio_err)?;
+        for (i, result) in results.into_iter().enumerate() {
+            let got = result.map_err(glommio_err)?;
             out.extend_from_slice(&got);
-            if got.len() < want {
-                break;
+            if got.len() < split.min(len - i * split) {
+                break; // end of file
             }
-            at += want;
         }
         Ok(out)
     }
