@@ -57,7 +57,6 @@ for t in "${targets[@]}"; do
     mkdir -p "$work" "corpus/$t" "artifacts/$t"
     log="$log_dir/$t.log"
     echo "== $t: ${secs}s"
-    before="$(ls -1 "artifacts/$t" | sort)"
     # shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
     cargo fuzz run "$t" "$work" "corpus/$t" -- \
         -max_total_time="$secs" -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1
@@ -75,11 +74,13 @@ for t in "${targets[@]}"; do
         else
             grep -E "ERROR:|error|SUMMARY:" "$log" | head -8
         fi
-        for a in $(comm -13 <(echo "$before") <(ls -1 "artifacts/$t" | sort)); do
-            echo "reproducer artifacts/$t/$a ($(stat -c %s "artifacts/$t/$a") bytes):"
-            od -An -v -tx1 "artifacts/$t/$a" | tr -d ' \n' | fold -w 128
+        # libFuzzer names the file it wrote: "Test unit written to <path>".
+        for a in $(grep -o 'Test unit written to .*' "$log" | sed 's/^Test unit written to //'); do
+            [ -f "$a" ] || continue
+            echo "reproducer $a ($(stat -c %s "$a") bytes):"
+            od -An -v -tx1 "$a" | tr -d ' \n' | fold -w 128
             echo
-            echo "replay: RUSTC_BOOTSTRAP=1 cargo fuzz run $t fuzz/artifacts/$t/$a"
+            echo "replay: RUSTC_BOOTSTRAP=1 cargo fuzz run $t $a"
         done
     fi
 done

@@ -15,8 +15,11 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// Size of each direct-I/O write buffer a stream fills before handing it to the flusher.
     pub write_buffer_bytes: usize,
-    /// Appends wait (backpressure) while this many bytes are buffered but not yet written.
+    /// Appends wait (backpressure) while this many bytes are appended but not yet durable.
     pub unflushed_bytes_max: usize,
+    /// Largest batch (header and body) an append may carry. The server sets it
+    /// from its frame limit; it bounds the flush window below.
+    pub batch_bytes_max: usize,
     /// Largest single direct-I/O read; bigger reads are split.
     pub read_chunk_bytes: usize,
     /// Reserve `segment_bytes_max` on disk when a segment is created.
@@ -31,18 +34,22 @@ impl LogConfig {
             segment_age_max_ms: 60 * 60 * 1000,
             index_interval_bytes: 16 << 10,
             write_buffer_bytes: 1 << 20,
-            unflushed_bytes_max: 32 << 20,
+            unflushed_bytes_max: 16 << 20,
+            batch_bytes_max: (16 << 20) + ddc_formats::batch::BATCH_HEADER_BYTES,
             read_chunk_bytes: 256 << 10,
             preallocate: true,
         }
     }
 
     /// The most bytes that can be written but not yet covered by an fdatasync
-    /// at any moment: recovery uses it to tell a torn tail (unacknowledged)
-    /// from corruption of synced data. One flush writes what is buffered
-    /// (at most `unflushed_bytes_max`) plus one batch of up to the largest frame.
+    /// at any moment: one flush writes what was appended and not yet durable
+    /// (admission keeps it under `unflushed_bytes_max`, but always admits one
+    /// batch into an empty pipeline, so up to `batch_bytes_max` more) plus the
+    /// partial block rewritten at its start. Recovery uses it, together with
+    /// the stream's recovery point, to tell a torn tail (never acknowledged)
+    /// from damage to synced data.
     pub fn flush_window_bytes(&self) -> u64 {
-        self.unflushed_bytes_max as u64 + u64::from(ddc_formats::batch::BATCH_BODY_BYTES_MAX) + self.write_buffer_bytes as u64
+        (self.unflushed_bytes_max + self.batch_bytes_max) as u64 + crate::stream::BLOCK_BYTES
     }
 
     pub fn streams_dir(&self) -> PathBuf {

@@ -69,6 +69,11 @@ impl<S: Storage> Engine<S> {
             .create_dir_all(&streams_dir)
             .await
             .map_err(|e| EngineError::io(format!("create {}", streams_dir.display()), &e))?;
+        // The streams directory's own entry must survive a crash too.
+        storage
+            .sync_dir(&config.data_dir)
+            .await
+            .map_err(|e| EngineError::io(format!("fsync {}", config.data_dir.display()), &e))?;
         let engine = Engine {
             storage,
             config: config.clone(),
@@ -156,11 +161,15 @@ impl<S: Storage> Engine<S> {
         names
     }
 
-    /// Periodic housekeeping: roll segments past their age.
-    pub fn tick(&self) {
+    /// Periodic housekeeping: roll segments past their age, persist recovery points.
+    pub async fn tick(&self) {
         let now = now_ms();
-        for stream in self.streams.borrow().values() {
+        let streams: Vec<_> = self.streams.borrow().values().cloned().collect();
+        for stream in streams {
             stream.roll_if_aged(now);
+            if let Err(e) = stream.write_recovery_point().await {
+                tracing::warn!(stream = %stream.name, error = %e, "could not write recovery point");
+            }
         }
     }
 

@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use ddc_formats::batch::{BatchHeader, BATCH_HEADER_BYTES, BATCH_MAGIC};
-use ddc_formats::segment::{decode_index, IndexEntry, SealManifest, SegmentHeader, SEGMENT_HEADER_BYTES};
+use ddc_formats::segment::{decode_index, encode_index, IndexEntry, RecoveryPoint, SealManifest, SegmentHeader, SEGMENT_HEADER_BYTES};
 
 use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
-use crate::segment::{index_path, parse_log_name, seal_path, Segment};
+use crate::segment::{index_path, parse_log_name, recovery_point_path, seal_path, Segment};
 use crate::storage::{align_down, align_up, IoBuf, Storage, StorageFile};
 use crate::stream::{write_seal, SegWriter, Stream, BLOCK_BYTES};
 
@@ -198,6 +198,31 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
     let mut active: Option<SegWriter<S>> = None;
     let mut expected_next: Option<u64> = None;
     let window = config.flush_window_bytes();
+    let recovery_point = match storage
+        .read_small(&recovery_point_path(&dir))
+        .await
+        .map_err(|e| io(format!("read recovery point of {name}"), e))?
+    {
+        Some(bytes) => match RecoveryPoint::decode(&bytes) {
+            Ok(rp) => Some(rp),
+            Err(e) => {
+                // Written atomically, so this is damage; recovery just loses the extra check.
+                tracing::warn!(stream = name, error = %e, "recovery point unreadable; ignoring it");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(rp) = recovery_point {
+        if !bases.contains(&rp.segment_base) {
+            return Err(corrupted(
+                rp.segment_base,
+                0,
+                rp.durable_len,
+                format!("segment file is missing, but {} bytes of it were durable", rp.durable_len),
+            ));
+        }
+    }
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
         if let Some(expected) = expected_next {
@@ -232,6 +257,11 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
                     if scan.valid_end != manifest.data_len {
                         tracing::error!(stream = name, base, at = scan.valid_end, reason = ?scan.stop_reason, "sealed segment is damaged; reads of the damaged range will fail");
                     }
+                    let path = index_path(&dir, base);
+                    storage
+                        .write_small_durably(&path, &encode_index(&scan.index))
+                        .await
+                        .map_err(|e| io(format!("write rebuilt index {}", path.display()), e))?;
                     tracing::info!(stream = name, base, entries = scan.index.len(), "rebuilt missing index");
                     scan.index
                 }
@@ -248,8 +278,11 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
         }
         let file = storage.open_file(&crate::segment::log_path(&dir, base)).await.map_err(|e| io(format!("open segment {base}"), e))?;
         let scan = scan_segment(&file, base, None, config.index_interval_bytes).await?;
+        // Bytes of this segment a recovery point proves were durable (and so acknowledged).
+        let proven_durable = recovery_point.filter(|rp| rp.segment_base == base).map_or(0, |rp| rp.durable_len);
         let Some(header) = scan.header else {
-            if last && scan.file_size <= window {
+            let batch_inside = valid_batch_beyond(&file, SEGMENT_HEADER_BYTES as u64, scan.file_size, 0, base).await?;
+            if last && proven_durable == 0 && batch_inside.is_none() {
                 // Created, but its first flush never completed: nothing in it was acknowledged.
                 tracing::warn!(stream = name, base, reason = ?scan.stop_reason, "removing segment file whose first write did not complete");
                 drop(file);
@@ -261,15 +294,36 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
                 expected_next = Some(base);
                 continue;
             }
-            return Err(corrupted(base, 0, SEGMENT_HEADER_BYTES as u64, scan.stop_reason.unwrap_or_default()));
+            return Err(corrupted(
+                base,
+                0,
+                SEGMENT_HEADER_BYTES as u64,
+                format!("{} (the segment holds data, so this is not an interrupted creation)", scan.stop_reason.unwrap_or_default()),
+            ));
         };
-        if scan.valid_end < scan.file_size {
+        // The block holding the end of the valid data: its bytes past the end
+        // must be zero (our own padding) unless a write was torn.
+        let block_start = align_down(scan.valid_end, BLOCK_BYTES);
+        let block = file
+            .read_at(block_start, (align_up(scan.valid_end, BLOCK_BYTES) - block_start) as usize)
+            .await
+            .map_err(|e| io(format!("read tail of segment {base}"), e))?;
+        let keep = (scan.valid_end - block_start) as usize;
+        let dirty_tail = scan.file_size > align_up(scan.valid_end, BLOCK_BYTES) || block.get(keep..).is_some_and(|rest| rest.iter().any(|&b| b != 0));
+        if dirty_tail {
+            let stop = scan.stop_reason.clone().unwrap_or_default();
+            if scan.valid_end < proven_durable {
+                return Err(corrupted(base, scan.valid_end, proven_durable, format!("{stop}; the recovery point proves {proven_durable} bytes were durable")));
+            }
+            if !last {
+                return Err(corrupted(base, scan.valid_end, scan.file_size, format!("{stop}; a later segment exists, so this one was fully synced")));
+            }
             if let Some(at) = valid_batch_beyond(&file, scan.valid_end, scan.file_size, window, scan.next_offset).await? {
                 return Err(corrupted(
                     base,
                     scan.valid_end,
                     at,
-                    format!("{}; a valid batch follows at {at}, so this is not a torn tail", scan.stop_reason.unwrap_or_default()),
+                    format!("{stop}; a valid batch follows at {at}, beyond the flush window, so this is not a torn tail"),
                 ));
             }
             tracing::warn!(
@@ -277,7 +331,7 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
                 base,
                 valid_end = scan.valid_end,
                 dropped_bytes = scan.file_size - scan.valid_end,
-                reason = ?scan.stop_reason,
+                reason = %stop,
                 "truncating torn tail (writes no fdatasync covered)"
             );
             truncate_tail(storage, &file, scan.valid_end).await?;
@@ -293,11 +347,7 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
             if config.preallocate {
                 file.preallocate(config.segment_bytes_max).await.map_err(|e| io(format!("preallocate segment {base}"), e))?;
             }
-            let tail_from = align_down(scan.valid_end, BLOCK_BYTES);
-            let tail = file
-                .read_at(tail_from, (scan.valid_end - tail_from) as usize)
-                .await
-                .map_err(|e| io(format!("read tail of segment {base}"), e))?;
+            let tail = block[..keep].to_vec();
             seg.set_file(Rc::new(file));
             active = Some(SegWriter::resume(seg, scan.valid_end, scan.next_offset, scan.batch_count, tail));
         } else {

@@ -22,6 +22,9 @@ pub(crate) fn index_path(dir: &Path, base: u64) -> PathBuf {
 pub(crate) fn seal_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.seal"))
 }
+pub(crate) fn recovery_point_path(dir: &Path) -> PathBuf {
+    dir.join("recovery-point")
+}
 
 /// Parse `<20 digits>.log` into its base offset.
 pub(crate) fn parse_log_name(name: &str) -> Option<u64> {

@@ -18,14 +18,14 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use ddc_formats::batch::{validate_records, BatchHeader, BATCH_BODY_BYTES_MAX, BATCH_HEADER_BYTES};
+use ddc_formats::batch::{validate_records, BatchHeader, BATCH_HEADER_BYTES};
 use ddc_formats::message::{SegmentInfo, StreamInfo};
-use ddc_formats::segment::{encode_index, IndexEntry, SealManifest, SegmentHeader};
+use ddc_formats::segment::{encode_index, IndexEntry, RecoveryPoint, SealManifest, SegmentHeader};
 use ddc_formats::wire::AckLevel;
 
 use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
-use crate::segment::{index_path, seal_path, Segment};
+use crate::segment::{index_path, recovery_point_path, seal_path, Segment};
 use crate::signal::Signal;
 use crate::storage::{align_down, align_up, IoBuf, Storage, StorageFile};
 
@@ -176,6 +176,56 @@ pub(crate) struct Writer<S: Storage> {
     rolled: VecDeque<SegWriter<S>>,
     /// Appended bytes not yet durable; appends wait while it is over the limit.
     unflushed_bytes: usize,
+    /// Admission tickets: appends are admitted in arrival order even when
+    /// they have to wait for room (pipelined produces keep their order).
+    next_ticket: u64,
+    admitted_ticket: u64,
+    /// Tickets whose append was dropped while waiting; skipped when their turn comes.
+    abandoned_tickets: std::collections::BTreeSet<u64>,
+}
+
+impl<S: Storage> Writer<S> {
+    fn pass_turn(&mut self) {
+        self.admitted_ticket += 1;
+        while self.abandoned_tickets.remove(&self.admitted_ticket) {
+            self.admitted_ticket += 1;
+        }
+    }
+}
+
+/// Gives up an admission ticket if the append future is dropped while waiting.
+struct Ticket<'a, S: Storage> {
+    stream: &'a Stream<S>,
+    ticket: u64,
+    passed: bool,
+}
+
+impl<S: Storage> Ticket<'_, S> {
+    fn pass(&mut self) {
+        if !self.passed {
+            self.passed = true;
+            let mut w = self.stream.w.borrow_mut();
+            debug_assert_eq!(w.admitted_ticket, self.ticket);
+            w.pass_turn();
+            drop(w);
+            self.stream.progress.notify();
+        }
+    }
+}
+
+impl<S: Storage> Drop for Ticket<'_, S> {
+    fn drop(&mut self) {
+        if !self.passed {
+            let mut w = self.stream.w.borrow_mut();
+            if w.admitted_ticket == self.ticket {
+                w.pass_turn();
+            } else {
+                w.abandoned_tickets.insert(self.ticket);
+            }
+            drop(w);
+            self.stream.progress.notify();
+        }
+    }
 }
 
 /// What a read returns.
@@ -213,6 +263,8 @@ pub struct Stream<S: Storage> {
     dir_durable: Cell<bool>,
     closing: Cell<bool>,
     flusher: RefCell<Option<glommio::Task<()>>>,
+    /// The last recovery point written (segment base, durable length).
+    recovery_point: Cell<Option<(u64, u64)>>,
 }
 
 impl<S: Storage> Stream<S> {
@@ -235,7 +287,16 @@ impl<S: Storage> Stream<S> {
             storage,
             config,
             segments: RefCell::new(segments),
-            w: RefCell::new(Writer { next_offset, active, rolled: VecDeque::new(), unflushed_bytes: 0 }),
+            w: RefCell::new(Writer {
+                next_offset,
+                active,
+                rolled: VecDeque::new(),
+                unflushed_bytes: 0,
+                next_ticket: 0,
+                admitted_ticket: 0,
+                abandoned_tickets: std::collections::BTreeSet::new(),
+            }),
+            recovery_point: Cell::new(None),
             high_watermark: Cell::new(next_offset),
             written_offset: Cell::new(next_offset),
             log_start: Cell::new(log_start),
@@ -284,19 +345,32 @@ impl<S: Storage> Stream<S> {
 
     /// Append one batch; resolves when `ack` is satisfied. Returns the base offset.
     pub async fn append(&self, records: &[u8], record_count: u32, ack: AckLevel) -> Result<u64> {
-        if records.len() > BATCH_BODY_BYTES_MAX as usize {
-            return Err(EngineError::InvalidRecords(format!("batch body of {} bytes exceeds {}", records.len(), BATCH_BODY_BYTES_MAX)));
+        let need = BATCH_HEADER_BYTES + records.len();
+        if need > self.config.batch_bytes_max {
+            return Err(EngineError::InvalidRecords(format!(
+                "batch of {need} bytes exceeds the maximum of {}",
+                self.config.batch_bytes_max
+            )));
         }
         validate_records(records, record_count).map_err(|e| EngineError::InvalidRecords(e.to_string()))?;
-        let need = BATCH_HEADER_BYTES + records.len();
-        // Backpressure: wait while too much is buffered, but always admit into an empty pipeline.
+        let mut ticket = {
+            let mut w = self.w.borrow_mut();
+            w.next_ticket += 1;
+            Ticket { stream: self, ticket: w.next_ticket - 1, passed: false }
+        };
+        // Backpressure: wait for our turn and for room, but always admit into an empty pipeline.
         self.progress
             .wait_for(|| {
                 let w = self.w.borrow();
                 let room = w.unflushed_bytes == 0 || w.unflushed_bytes + need <= self.config.unflushed_bytes_max;
-                (room || self.fence.borrow().is_some() || self.closing.get()).then_some(())
+                let turn = w.admitted_ticket == ticket.ticket;
+                ((turn && room) || self.fence.borrow().is_some() || self.closing.get()).then_some(())
             })
             .await;
+        // Pass the turn on whatever happens next, so later appends are not stuck behind a refused one.
+        if self.w.borrow().admitted_ticket == ticket.ticket {
+            ticket.pass();
+        }
         if let Some(e) = self.fenced_error() {
             return Err(e);
         }
@@ -463,6 +537,34 @@ impl<S: Storage> Stream<S> {
         self.progress.notify();
     }
 
+    /// Persist the open segment's durable position if it moved since the last
+    /// time (called periodically, never on the append path).
+    pub async fn write_recovery_point(&self) -> Result<()> {
+        let open = {
+            let segments = self.segments.borrow();
+            segments
+                .values()
+                .rev()
+                .find(|s| !s.is_sealed() && s.durable_next_offset.get() > s.base_offset)
+                .map(|s| RecoveryPoint {
+                    segment_base: s.base_offset,
+                    durable_len: s.durable_len.get(),
+                    next_offset: s.durable_next_offset.get(),
+                })
+        };
+        let Some(point) = open else { return Ok(()) };
+        if self.recovery_point.get() == Some((point.segment_base, point.durable_len)) {
+            return Ok(());
+        }
+        let path = recovery_point_path(&self.dir);
+        self.storage
+            .write_small_durably(&path, &point.encode())
+            .await
+            .map_err(|e| EngineError::io(format!("write {}", path.display()), &e))?;
+        self.recovery_point.set(Some((point.segment_base, point.durable_len)));
+        Ok(())
+    }
+
     /// Stop accepting appends, flush what is buffered, stop the flusher.
     pub async fn close(&self) {
         self.closing.set(true);
@@ -522,13 +624,14 @@ impl<S: Storage> Stream<S> {
         };
         let mut want = (max_bytes as u64 + self.config.index_interval_bytes).min(end_limit.saturating_sub(pos));
         'reading: while pos < end_limit && out.batches.len() < max_bytes {
-            let want_now = want.min(end_limit - pos).min(self.config.read_chunk_bytes.max(max_bytes) as u64 * 2);
+            let want_now = want.min(end_limit - pos);
             let bytes = file
                 .read_at(pos, want_now as usize)
                 .await
                 .map_err(|e| EngineError::io(format!("read {} at {pos}", seg.path.display()), &e))?;
-            if bytes.is_empty() {
-                return Err(corrupted(pos, end_limit, "file shorter than its durable length".into()));
+            if (bytes.len() as u64) < want_now {
+                let short_at = pos + bytes.len() as u64;
+                return Err(corrupted(short_at, end_limit, "file is shorter than its durable length".into()));
             }
             let mut at = 0usize;
             loop {
@@ -582,6 +685,14 @@ impl<S: Storage> Stream<S> {
                     break 'reading;
                 }
             }
+            if at == 0 {
+                // Not even one batch header fits before the durable end: the
+                // durable length points into the middle of a batch.
+                if out.batches.is_empty() {
+                    return Err(corrupted(pos, end_limit, format!("{} bytes before the durable end do not hold a whole batch", end_limit - pos)));
+                }
+                break;
+            }
             pos += at as u64;
             want = (max_bytes.saturating_sub(out.batches.len()) as u64 + BATCH_HEADER_BYTES as u64).max(BLOCK_BYTES);
         }
@@ -608,7 +719,7 @@ impl<S: Storage> Stream<S> {
         StreamInfo {
             stream: self.name.clone(),
             first_offset: self.log_start.get(),
-            next_offset: self.high_watermark.get(),
+            next_offset: self.w.borrow().next_offset,
             high_watermark: self.high_watermark.get(),
             segments,
             core,

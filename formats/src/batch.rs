@@ -97,6 +97,12 @@ impl BatchHeader {
         if bytes[4] != BATCH_VERSION {
             return Err(FormatError::UnsupportedVersion { what: "batch", found: bytes[4] });
         }
+        if bytes[5] != 0 || bytes[36..HEADER_CRC_AT].iter().any(|&b| b != 0) {
+            return Err(FormatError::Invalid {
+                what: "batch header",
+                reason: "attributes and reserved bytes must be zero in version 1".into(),
+            });
+        }
         if le_u16(bytes, 6) as usize != BATCH_HEADER_BYTES {
             return Err(FormatError::Invalid { what: "batch header", reason: "header_len is not 48".into() });
         }
@@ -220,10 +226,13 @@ pub struct BatchView<'a> {
 }
 
 impl<'a> BatchView<'a> {
-    /// Records with their offsets.
+    /// Records with their offsets (at most `record_count` of them).
     pub fn records(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
         let base = self.header.base_offset;
-        records(self.body).enumerate().map(move |(i, r)| (base + i as u64, r))
+        records(self.body)
+            .take(self.header.record_count as usize)
+            .enumerate()
+            .map(move |(i, r)| (base + i as u64, r))
     }
 }
 
@@ -261,6 +270,9 @@ impl<'a> Iterator for BatchIter<'a> {
             }
             let body = &rest[BATCH_HEADER_BYTES..end];
             header.verify_body(body)?;
+            // A checksum only proves the bytes are what was written; the
+            // record count must also match, or offsets would run past the batch.
+            validate_records(body, header.record_count)?;
             self.at += end;
             Ok(BatchView { header, body })
         })();
@@ -314,6 +326,28 @@ mod tests {
         assert!(validate_records(&body[..body.len() - 1], 2).is_err());
         assert!(validate_records(&[], 0).is_err());
         assert!(validate_records(&[0, 0, 0, 0], 1).is_ok(), "empty records are allowed");
+    }
+
+    /// Found by the `batch` fuzzer: a batch with valid checksums whose body
+    /// holds more records than `record_count` made offsets overflow.
+    #[test]
+    fn regression_record_count_mismatch_with_valid_checksums() {
+        let body = encode_records([b"a".as_slice(), b"b".as_slice()]);
+        let mut bytes = BatchHeader::new(u64::MAX - 1, 1, &body, 0).encode().to_vec();
+        bytes.extend_from_slice(&body);
+        let r: Vec<_> = batches(&bytes).collect();
+        assert!(matches!(r.as_slice(), [Err(FormatError::Invalid { .. })]), "{r:?}");
+    }
+
+    /// Found by the `batch` fuzzer: nonzero reserved bytes were accepted.
+    #[test]
+    fn regression_reserved_bytes_must_be_zero() {
+        let body = encode_records([b"a".as_slice()]);
+        let mut header = BatchHeader::new(0, 1, &body, 0).encode();
+        header[40] = 1;
+        let crc = crc32fast::hash(&header[..HEADER_CRC_AT]);
+        header[HEADER_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(BatchHeader::decode(&header), Err(FormatError::Invalid { .. })));
     }
 
     #[test]

@@ -30,6 +30,7 @@ impl SegmentHeader {
 
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, FormatError> {
         check_fixed(bytes, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION, "segment header")?;
+        check_zero(bytes, &[5..8, 24..60], "segment header")?;
         Ok(SegmentHeader { base_offset: le_u64(bytes, 8), created_ms: le_u64(bytes, 16) })
     }
 }
@@ -72,6 +73,7 @@ impl SealManifest {
 
     pub fn decode(bytes: &[u8]) -> Result<SealManifest, FormatError> {
         check_fixed(bytes, SEAL_BYTES, SEAL_MAGIC, SEAL_VERSION, "seal manifest")?;
+        check_zero(bytes, &[5..8, 80..92], "seal manifest")?;
         if bytes.len() != SEAL_BYTES {
             return Err(FormatError::Invalid { what: "seal manifest", reason: format!("length {}", bytes.len()) });
         }
@@ -135,6 +137,7 @@ pub fn decode_index(bytes: &[u8]) -> Result<Vec<IndexEntry>, FormatError> {
     if bytes[4] != INDEX_VERSION {
         return Err(FormatError::UnsupportedVersion { what: "index", found: bytes[4] });
     }
+    check_zero(bytes, &[5..8], "index")?;
     let count = le_u32(bytes, 8) as usize;
     let needed = count.checked_mul(INDEX_ENTRY_BYTES).and_then(|n| n.checked_add(INDEX_HEADER_BYTES));
     if needed != Some(bytes.len()) {
@@ -156,6 +159,53 @@ pub fn decode_index(bytes: &[u8]) -> Result<Vec<IndexEntry>, FormatError> {
         return Err(FormatError::Invalid { what: "index", reason: "entries not increasing".into() });
     }
     Ok(entries)
+}
+
+/// Bytes of a stream's `recovery-point` file.
+pub const RECOVERY_POINT_BYTES: usize = 40;
+pub const RECOVERY_POINT_MAGIC: [u8; 4] = *b"DDCR";
+pub const RECOVERY_POINT_VERSION: u8 = 1;
+
+/// A durable position of a stream's open segment, written now and then (not
+/// on the append path). Recovery treats any damage before it as corruption of
+/// acknowledged data, never as a torn tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryPoint {
+    pub segment_base: u64,
+    /// Bytes of the segment file known durable (header and whole batches).
+    pub durable_len: u64,
+    /// One past the last offset within `durable_len`.
+    pub next_offset: u64,
+}
+
+impl RecoveryPoint {
+    pub fn encode(&self) -> [u8; RECOVERY_POINT_BYTES] {
+        let mut out = [0u8; RECOVERY_POINT_BYTES];
+        out[0..4].copy_from_slice(&RECOVERY_POINT_MAGIC);
+        out[4] = RECOVERY_POINT_VERSION;
+        out[8..16].copy_from_slice(&self.segment_base.to_le_bytes());
+        out[16..24].copy_from_slice(&self.durable_len.to_le_bytes());
+        out[24..32].copy_from_slice(&self.next_offset.to_le_bytes());
+        let crc = crc32fast::hash(&out[..36]);
+        out[36..40].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<RecoveryPoint, FormatError> {
+        check_fixed(bytes, RECOVERY_POINT_BYTES, RECOVERY_POINT_MAGIC, RECOVERY_POINT_VERSION, "recovery point")?;
+        check_zero(bytes, &[5..8, 32..36], "recovery point")?;
+        Ok(RecoveryPoint { segment_base: le_u64(bytes, 8), durable_len: le_u64(bytes, 16), next_offset: le_u64(bytes, 24) })
+    }
+}
+
+/// Reserved bytes must be zero in version 1, so a later version can give them meaning.
+fn check_zero(bytes: &[u8], ranges: &[std::ops::Range<usize>], what: &'static str) -> Result<(), FormatError> {
+    for r in ranges {
+        if bytes[r.clone()].iter().any(|&b| b != 0) {
+            return Err(FormatError::Invalid { what, reason: format!("reserved bytes {}..{} must be zero", r.start, r.end) });
+        }
+    }
+    Ok(())
 }
 
 fn check_fixed(bytes: &[u8], len: usize, magic: [u8; 4], version: u8, what: &'static str) -> Result<(), FormatError> {
@@ -187,6 +237,8 @@ mod tests {
         assert_eq!(SegmentHeader::decode(&h.encode()).unwrap(), h);
         let s = SealManifest { base_offset: 1, next_offset: 9, data_len: 4096, batch_count: 3, sealed_ms: 5, root: [7; 32] };
         assert_eq!(SealManifest::decode(&s.encode()).unwrap(), s);
+        let rp = RecoveryPoint { segment_base: 3, durable_len: 4096, next_offset: 9 };
+        assert_eq!(RecoveryPoint::decode(&rp.encode()).unwrap(), rp);
         let idx = vec![IndexEntry { offset: 0, position: 64 }, IndexEntry { offset: 10, position: 20000 }];
         assert_eq!(decode_index(&encode_index(&idx)).unwrap(), idx);
         let mut bad = encode_index(&idx);

@@ -11,7 +11,9 @@ use flatbuffers::FlatBufferBuilder;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok((id, request)) = decode_request(data) else { return };
+    let Ok((id, request)) = decode_request(data) else {
+        return;
+    };
     let _ = request.stream();
 
     let mut fbb = FlatBufferBuilder::new();

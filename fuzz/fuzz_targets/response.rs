@@ -11,7 +11,9 @@ use flatbuffers::FlatBufferBuilder;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok((id, response)) = decode_response(data) else { return };
+    let Ok((id, response)) = decode_response(data) else {
+        return;
+    };
 
     let mut fbb = FlatBufferBuilder::new();
     let mut frame = Vec::new();

@@ -131,7 +131,7 @@ async fn serve_core(
             glommio::timer::sleep(Duration::from_millis(100)).await;
             ticks += 1;
             if ticks % 10 == 0 {
-                engine.tick();
+                engine.tick().await;
             }
         }
     };

@@ -83,7 +83,8 @@ impl Storage for DmaStorage {
     /// the poll ring, and every later read fails with EOPNOTSUPP on devices
     /// without polling (virtio). So the first file opened is a non-empty one.
     async fn init(&self, data_dir: &Path) -> io::Result<()> {
-        let probe = data_dir.join(".direct-io-probe");
+        // One probe file per executor thread: cores start at the same moment.
+        let probe = data_dir.join(format!(".direct-io-probe-{}-{:?}", std::process::id(), std::thread::current().id()));
         let path = probe.clone();
         blocking(move || {
             std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
