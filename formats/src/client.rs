@@ -12,10 +12,13 @@ use std::time::Duration;
 use flatbuffers::FlatBufferBuilder;
 
 use crate::batch::{batches, encode_records};
-use crate::frame::{FrameHeader, FRAME_BYTES_MAX_DEFAULT, FRAME_HEADER_BYTES};
+use crate::frame::{FrameHeader, FRAME_HEADER_BYTES};
 use crate::message::{decode_response, encode_request_frame, Request, Response, StreamInfo};
 use crate::wire::{AckLevel, ErrorCode};
 use crate::FormatError;
+
+/// Largest response frame the client accepts.
+pub const RESPONSE_BYTES_MAX: u32 = (64 << 20) + (1 << 20);
 
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +72,9 @@ impl Client {
             fbb: FlatBufferBuilder::with_capacity(64 * 1024),
             out: Vec::with_capacity(64 * 1024),
             next_request_id: 1,
-            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            // A fetch response holds at least one whole batch, which may be as
+            // large as the server's largest request frame (up to 64 MiB).
+            frame_bytes_max: RESPONSE_BYTES_MAX,
         })
     }
 

@@ -76,6 +76,12 @@ fn missing(what: &'static str) -> FormatError {
     FormatError::Invalid { what: "message", reason: format!("{what} is missing") }
 }
 
+/// The request id of a payload that passes the flatbuffers verifier, even if
+/// its body is not a valid request (so an error can name the request).
+pub fn peek_request_id(payload: &[u8]) -> Option<u64> {
+    wire::root_as_message(payload).ok().map(|m| m.request_id())
+}
+
 /// Verify and decode a request payload. Returns the request id and the request.
 pub fn decode_request(payload: &[u8]) -> Result<(u64, Request<'_>), FormatError> {
     let message = wire::root_as_message(payload).map_err(malformed)?;

@@ -16,11 +16,11 @@ use std::rc::Rc;
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use glommio::sync::Semaphore;
+use glommio::sync::{Semaphore, StaticPermit};
 
 use ddc_engine::owner_core;
 use ddc_formats::frame::{FrameHeader, FRAME_HEADER_BYTES};
-use ddc_formats::message::{decode_request, encode_response_owned, OwnedFrame, Request, Response};
+use ddc_formats::message::{decode_request, encode_response_owned, peek_request_id, OwnedFrame, Request, Response};
 use ddc_formats::wire::ErrorCode;
 use ddc_formats::FormatError;
 use ddc_engine::signal::Signal;
@@ -29,20 +29,37 @@ use crate::dispatch::{error_response, serve_local, CoreState};
 use crate::router::Router;
 
 /// Responses waiting to be written, already framed.
-#[derive(Default)]
 struct Outbox {
-    frames: RefCell<VecDeque<OwnedFrame>>,
+    /// Each frame keeps its request's in-flight slot and response-memory
+    /// permit until it is written, so a client that sends but never reads
+    /// stalls only itself, with bounded memory.
+    frames: RefCell<VecDeque<(OwnedFrame, Option<(StaticPermit, StaticPermit)>)>>,
     /// Buffers of written frames, reused for the next responses.
     spare: RefCell<Vec<Vec<u8>>>,
     closed: Cell<bool>,
+    /// Set when the writer task has stopped; frames pushed after that are dropped.
+    writer_gone: Cell<bool>,
     ready: Signal,
 }
 
 impl Outbox {
-    fn push(&self, request_id: u64, response: &Response) {
+    fn new() -> Outbox {
+        Outbox {
+            frames: RefCell::default(),
+            spare: RefCell::default(),
+            closed: Cell::new(false),
+            writer_gone: Cell::new(false),
+            ready: Signal::default(),
+        }
+    }
+
+    fn push(&self, request_id: u64, response: &Response, permits: Option<(StaticPermit, StaticPermit)>) {
+        if self.writer_gone.get() {
+            return; // nobody will write it; dropping `permits` releases them
+        }
         let reuse = self.spare.borrow_mut().pop().unwrap_or_default();
         let frame = encode_response_owned(request_id, response, reuse);
-        self.frames.borrow_mut().push_back(frame);
+        self.frames.borrow_mut().push_back((frame, permits));
         self.ready.notify();
     }
 
@@ -65,11 +82,14 @@ fn frame_error_code(e: &FormatError) -> ErrorCode {
     }
 }
 
+/// Response bytes one connection may have waiting to be written.
+const RESPONSE_BUDGET_BYTES: u64 = 80 << 20;
+
 pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: Rc<Router>, in_flight_max: usize) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
-    let outbox = Rc::new(Outbox::default());
+    let outbox = Rc::new(Outbox::new());
     let writer_task = {
         let outbox = outbox.clone();
         glommio::spawn_local(async move {
@@ -77,11 +97,11 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
             let mut small = Vec::with_capacity(64 << 10);
             'writing: loop {
                 outbox.ready.wait_for(|| (!outbox.frames.borrow().is_empty() || outbox.closed.get()).then_some(())).await;
-                let frames: Vec<OwnedFrame> = outbox.frames.borrow_mut().drain(..).collect();
+                let frames: Vec<_> = outbox.frames.borrow_mut().drain(..).collect();
                 if frames.is_empty() {
                     break; // closed and drained
                 }
-                for frame in frames {
+                for (frame, _permits) in frames {
                     if frame.bytes().len() < 16 << 10 {
                         small.extend_from_slice(frame.bytes());
                         outbox.recycle(frame.buf);
@@ -101,11 +121,15 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
                 }
                 small.clear();
             }
+            // Nothing more will be written: release what queued frames hold.
             outbox.closed.set(true);
+            outbox.writer_gone.set(true);
+            outbox.frames.borrow_mut().clear();
             let _ = writer.close().await;
         })
     };
     let permits = Rc::new(Semaphore::new(in_flight_max as u64));
+    let response_budget = Rc::new(Semaphore::new(RESPONSE_BUDGET_BYTES));
     let frame_bytes_max = state.frame_bytes_max;
     let mut header = [0u8; FRAME_HEADER_BYTES];
     loop {
@@ -120,7 +144,7 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "refusing frame; closing connection");
-                outbox.push(0, &error_response(frame_error_code(&e), e.to_string()));
+                outbox.push(0, &error_response(frame_error_code(&e), e.to_string()), None);
                 break;
             }
         };
@@ -135,19 +159,25 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
         }
         if let Err(e) = parsed.verify_payload(&header, &payload) {
             tracing::debug!(%peer, error = %e, "frame checksum mismatch; closing connection");
-            outbox.push(0, &error_response(frame_error_code(&e), e.to_string()));
+            outbox.push(0, &error_response(frame_error_code(&e), e.to_string()), None);
             break;
         }
         let permit = match permits.clone().acquire_static_permit(1).await {
             Ok(p) => p,
             Err(_) => break,
         };
-        let (state, router, outbox) = (state.clone(), router.clone(), outbox.clone());
+        let (state, router, outbox, response_budget) = (state.clone(), router.clone(), outbox.clone(), response_budget.clone());
         glommio::spawn_local(async move {
             let (id, response) = handle_payload(&state, &router, payload).await;
-            outbox.push(id, &response);
             drop(memory);
-            drop(permit);
+            let response_bytes = match &response {
+                Response::Fetch { batches, .. } => batches.len() as u64 + 1024,
+                _ => 1024,
+            };
+            let Ok(held) = response_budget.acquire_static_permit(response_bytes.min(RESPONSE_BUDGET_BYTES)).await else {
+                return;
+            };
+            outbox.push(id, &response, Some((permit, held)));
         })
         .detach();
     }
@@ -162,7 +192,7 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
 async fn handle_payload(state: &CoreState, router: &Router, payload: Vec<u8>) -> (u64, Response) {
     let (id, request) = match decode_request(&payload) {
         Ok(r) => r,
-        Err(e) => return (0, error_response(frame_error_code(&e), e.to_string())),
+        Err(e) => return (peek_request_id(&payload).unwrap_or(0), error_response(frame_error_code(&e), e.to_string())),
     };
     let owner = match request.stream() {
         Some(name) => Some(owner_core(name, router.cores)),

@@ -48,6 +48,9 @@ async fn serve(state: &CoreState, request: &Request<'_>) -> Result<Response, Eng
     let engine = &state.engine;
     Ok(match *request {
         Request::Produce { stream, records, record_count, ack } => {
+            // Refuse bad records before the stream is created: a refused request has no side effect.
+            ddc_formats::batch::validate_records(records, record_count)
+                .map_err(|e| EngineError::InvalidRecords(e.to_string()))?;
             let (stream, _) = engine.stream_or_create(stream)?;
             let base_offset = stream.append(records, record_count, ack).await?;
             Response::Produce { base_offset, record_count }
