@@ -123,6 +123,7 @@ impl NodeConfig {
         c.write_buffer_bytes = self.log.write_buffer_bytes;
         c.unflushed_bytes_max = self.log.unflushed_bytes_max;
         c.preallocate = self.log.preallocate;
+        c.batch_bytes_max = self.server.frame_bytes_max as usize + ddc_formats::batch::BATCH_HEADER_BYTES;
         c
     }
 }

@@ -41,7 +41,8 @@ pub struct ErrorCode(pub u16);
 #[allow(non_upper_case_globals)]
 impl ErrorCode {
   pub const None: Self = Self(0);
-  /// The message is well-formed flatbuffers but makes no sense (missing field, bad value).
+  /// The message is well-formed flatbuffers but makes no sense (not a request, bad value); the
+  /// connection keeps serving. Also sent, before closing, for a frame header with nonzero reserved bytes.
   pub const BadRequest: Self = Self(1);
   /// The frame length exceeds the server's `frame_bytes_max`; the connection is closed.
   pub const FrameTooLarge: Self = Self(2);
@@ -49,7 +50,7 @@ impl ErrorCode {
   pub const UnsupportedVersion: Self = Self(3);
   /// The frame checksum did not match its payload; the connection is closed.
   pub const ChecksumMismatch: Self = Self(4);
-  /// The payload failed the flatbuffers verifier; the connection is closed.
+  /// The frame was intact but its payload failed the flatbuffers verifier; the connection keeps serving.
   pub const MalformedMessage: Self = Self(5);
   /// Stream names are 1-200 bytes of [A-Za-z0-9._-] and do not start with '.'.
   pub const InvalidStreamName: Self = Self(6);
