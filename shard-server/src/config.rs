@@ -42,6 +42,9 @@ pub struct ServerSection {
     pub in_flight_max: usize,
     /// Upper bound on a fetch's `max_wait_ms`.
     pub fetch_wait_max_ms: u32,
+    /// A frame's payload must arrive within this long of its header, or the
+    /// connection is closed (slow senders cannot pin memory).
+    pub frame_read_timeout_ms: u64,
     /// Request payload bytes one core holds in memory at once, across all its
     /// connections; readers wait (TCP backpressure) when it is spent. Bounds
     /// memory under floods of large frames.
@@ -82,6 +85,7 @@ impl Default for ServerSection {
             frame_bytes_max: ddc_formats::frame::FRAME_BYTES_MAX_DEFAULT,
             in_flight_max: 128,
             fetch_wait_max_ms: 30_000,
+            frame_read_timeout_ms: 30_000,
             core_payload_bytes_max: 256 << 20,
             io_memory_bytes: 2 << 20,
         }
@@ -109,6 +113,7 @@ impl NodeConfig {
             self.server.core_payload_bytes_max >= u64::from(self.server.frame_bytes_max),
             "server.core_payload_bytes_max must be at least server.frame_bytes_max",
         )?;
+        check(self.server.frame_read_timeout_ms >= 100, "server.frame_read_timeout_ms must be at least 100")?;
         check(self.server.in_flight_max >= 1, "server.in_flight_max must be at least 1")?;
         check(self.cores <= 256, "cores must be at most 256")?;
         Ok(())

@@ -149,14 +149,12 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
             }
         };
         // Hold the payload's bytes against the core's budget before allocating them.
-        let memory = match state.payload_budget.clone().acquire_static_permit(u64::from(parsed.payload_len)).await {
-            Ok(p) => p,
-            Err(_) => break,
-        };
-        let mut payload = vec![0u8; parsed.payload_len as usize];
-        if reader.read_exact(&mut payload).await.is_err() {
+        let Some((payload, memory)) =
+            read_payload(&mut reader, parsed.payload_len as usize, &state.payload_budget, state.frame_read_timeout).await
+        else {
+            tracing::debug!(%peer, "payload not received in time or connection lost; closing");
             break;
-        }
+        };
         if let Err(e) = parsed.verify_payload(&header, &payload) {
             tracing::debug!(%peer, error = %e, "frame checksum mismatch; closing connection");
             outbox.push(0, &error_response(frame_error_code(&e), e.to_string()), None);
@@ -186,6 +184,44 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
     outbox.closed.set(true);
     outbox.ready.notify();
     writer_task.await;
+}
+
+/// Read a `len`-byte payload, charging the core's budget only for bytes that
+/// have arrived (at most 128 KiB per connection go unaccounted), and giving
+/// up after `timeout`: a client that announces a large frame and stalls pins
+/// neither memory nor budget.
+async fn read_payload<R: futures_lite::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    len: usize,
+    budget: &Rc<Semaphore>,
+    timeout: std::time::Duration,
+) -> Option<(Vec<u8>, Vec<StaticPermit>)> {
+    const CHUNK_BYTES: usize = 64 << 10;
+    let work = async {
+        let mut payload = Vec::new();
+        let mut permits = Vec::new();
+        let mut accounted = 0usize;
+        let mut chunk = vec![0u8; CHUNK_BYTES.min(len)];
+        while payload.len() < len {
+            let want = CHUNK_BYTES.min(len - payload.len());
+            let n = reader.read(&mut chunk[..want]).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            payload.extend_from_slice(&chunk[..n]);
+            if payload.len() - accounted >= CHUNK_BYTES || payload.len() == len {
+                let unaccounted = (payload.len() - accounted) as u64;
+                permits.push(budget.clone().acquire_static_permit(unaccounted).await.ok()?);
+                accounted = payload.len();
+            }
+        }
+        Some((payload, permits))
+    };
+    let deadline = async {
+        glommio::timer::sleep(timeout).await;
+        None
+    };
+    futures_lite::future::or(work, deadline).await
 }
 
 /// Decode, route and serve one verified frame payload.

@@ -13,6 +13,8 @@ pub struct CoreState {
     pub engine: Rc<Engine<DmaStorage>>,
     pub frame_bytes_max: u32,
     pub fetch_wait_max_ms: u32,
+    /// See `server.frame_read_timeout_ms`.
+    pub frame_read_timeout: Duration,
     /// Payload bytes this core may hold; see `server.core_payload_bytes_max`.
     pub payload_budget: Rc<glommio::sync::Semaphore>,
 }

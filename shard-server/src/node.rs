@@ -16,7 +16,7 @@ use ddc_engine::Engine;
 use crate::config::NodeConfig;
 use crate::conn::serve_connection;
 use crate::dispatch::CoreState;
-use crate::router::{build_mesh, Router};
+use crate::router::{build_mesh, serve_incoming, Router};
 
 /// How many executors to run for `configured` (0 = one per CPU).
 pub fn core_count(configured: usize) -> usize {
@@ -27,6 +27,27 @@ pub fn core_count(configured: usize) -> usize {
     }
 }
 
+/// Reports a core's start to `run`: Ok once it serves, Err if it failed, and
+/// (from `Drop`) Err if it went away, panicking included, before either.
+struct StartReport {
+    core: usize,
+    tx: Option<std::sync::mpsc::Sender<(usize, Result<(), String>)>>,
+}
+
+impl StartReport {
+    fn send(&mut self, result: Result<(), String>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send((self.core, result));
+        }
+    }
+}
+
+impl Drop for StartReport {
+    fn drop(&mut self) {
+        self.send(Err("stopped before it was ready".into()));
+    }
+}
+
 /// Run the node until `stop` becomes true; then flush, close and return.
 pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     config.validate()?;
@@ -34,22 +55,22 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data directory {}", config.data_dir.display()))?;
-    // Fail early, with a clear message, if the port is taken.
-    drop(std::net::TcpListener::bind(config.listen).with_context(|| format!("listen on {}", config.listen))?);
+    let _lock = lock_data_dir(&config.data_dir)?;
     let mesh = build_mesh(cores, 1024);
-    let ready = Arc::new(std::sync::Barrier::new(cores + 1));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::new();
     for (core, ends) in mesh.into_iter().enumerate() {
         let config = config.clone();
         let stop = stop.clone();
-        let ready = ready.clone();
+        let report = StartReport { core, tx: Some(ready_tx.clone()) };
         let placement = if cores <= cpus { Placement::Fixed(core) } else { Placement::Unbound };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("core-{core}"))
             .io_memory(config.server.io_memory_bytes)
             .spawn(move || async move {
-                let result = serve_core(core, cores, config, ends, stop, &ready).await;
+                let result = serve_core(core, cores, config, ends, stop.clone(), report).await;
                 if let Err(e) = &result {
+                    stop.store(true, Ordering::SeqCst);
                     tracing::error!(core, error = %format!("{e:#}"), "core failed");
                 }
                 result
@@ -57,8 +78,20 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("start executor for core {core}: {e}"))?;
         handles.push(handle);
     }
-    ready.wait();
-    tracing::info!(listen = %config.listen, cores, data_dir = %config.data_dir.display(), "shard-server ready");
+    drop(ready_tx);
+    let mut started = 0;
+    for (core, result) in ready_rx.iter().take(cores) {
+        match result {
+            Ok(()) => started += 1,
+            Err(e) => {
+                tracing::error!(core, error = %e, "core did not start; stopping the node");
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    if started == cores {
+        tracing::info!(listen = %config.listen, cores, data_dir = %config.data_dir.display(), "shard-server ready");
+    }
     let mut first_error = None;
     for h in handles {
         match h.join() {
@@ -69,11 +102,32 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     match first_error {
         Some(e) => Err(e),
+        None if started < cores => Err(anyhow::anyhow!("the node did not start")),
         None => {
             tracing::info!("shard-server stopped cleanly");
             Ok(())
         }
     }
+}
+
+/// Hold an exclusive lock on the data directory for the process's lifetime:
+/// two nodes writing the same segments would corrupt them.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        anyhow::bail!("data directory {} is in use by another shard-server ({e})", dir.display());
+    }
+    Ok(file)
 }
 
 async fn serve_core(
@@ -82,34 +136,37 @@ async fn serve_core(
     config: NodeConfig,
     ends: crate::router::MeshEnds,
     stop: Arc<AtomicBool>,
-    ready: &std::sync::Barrier,
+    mut report: StartReport,
 ) -> anyhow::Result<()> {
-    let engine = Engine::open(DmaStorage::new(), config.log_config(), core, cores).await;
-    let engine = match engine {
+    // Connect the mesh first: every core reaches this point, whatever fails later.
+    let (router, incoming) = Router::connect(core, ends).await;
+    let engine = match Engine::open(DmaStorage::new(), config.log_config(), core, cores).await {
         Ok(e) => e,
         Err(e) => {
-            stop.store(true, Ordering::SeqCst);
-            ready.wait();
-            return Err(anyhow::anyhow!("core {core}: open data directory: {e}"));
+            let e = anyhow::anyhow!("core {core}: open data directory: {e}");
+            report.send(Err(format!("{e:#}")));
+            return Err(e);
         }
     };
     let state = Rc::new(CoreState {
         engine: engine.clone(),
         frame_bytes_max: config.server.frame_bytes_max,
         fetch_wait_max_ms: config.server.fetch_wait_max_ms,
+        frame_read_timeout: Duration::from_millis(config.server.frame_read_timeout_ms),
         payload_budget: Rc::new(glommio::sync::Semaphore::new(config.server.core_payload_bytes_max)),
     });
-    let router = Rc::new(Router::connect(core, ends, state.clone()).await);
+    serve_incoming(incoming, state.clone());
+    let router = Rc::new(router);
     let listener = match TcpListener::bind(config.listen) {
         Ok(l) => l,
         Err(e) => {
-            stop.store(true, Ordering::SeqCst);
-            ready.wait();
             engine.close().await;
-            return Err(anyhow::anyhow!("core {core}: listen on {}: {e}", config.listen));
+            let e = anyhow::anyhow!("core {core}: listen on {}: {e}", config.listen);
+            report.send(Err(format!("{e:#}")));
+            return Err(e);
         }
     };
-    ready.wait();
+    report.send(Ok(()));
     let in_flight_max = config.server.in_flight_max;
     let accept = async {
         loop {

@@ -52,8 +52,10 @@ pub struct Router {
 }
 
 impl Router {
-    /// Connect this core's ends; spawns one task per incoming channel.
-    pub async fn connect(core: usize, ends: MeshEnds, state: Rc<CoreState>) -> Router {
+    /// Connect this core's ends of the mesh. Returns the router and the
+    /// incoming channels, to be served with [`serve_incoming`] once the
+    /// core's engine is open.
+    pub async fn connect(core: usize, ends: MeshEnds) -> (Router, Vec<ConnectedReceiver<Forwarded>>) {
         let cores = ends.senders.len();
         // Each connect waits for the other side, so all of them run at once.
         let senders = futures::future::join_all(ends.senders.into_iter().map(|s| async move {
@@ -64,10 +66,7 @@ impl Router {
         }));
         let receivers = futures::future::join_all(ends.receivers.into_iter().map(|r| r.connect()));
         let (senders, receivers) = futures::join!(senders, receivers);
-        for rx in receivers {
-            glommio::spawn_local(serve_forwarded(rx, state.clone())).detach();
-        }
-        Router { core, cores, senders }
+        (Router { core, cores, senders }, receivers)
     }
 
     /// Send a payload to `core` and wait for its response.
@@ -80,6 +79,13 @@ impl Router {
             return error_response(ErrorCode::ShuttingDown, format!("core {core} is shutting down"));
         }
         rx.await.unwrap_or_else(|_| error_response(ErrorCode::ShuttingDown, format!("core {core} dropped the request")))
+    }
+}
+
+/// Serve requests other cores forward here, one task per incoming channel.
+pub fn serve_incoming(receivers: Vec<ConnectedReceiver<Forwarded>>, state: Rc<CoreState>) {
+    for rx in receivers {
+        glommio::spawn_local(serve_forwarded(rx, state.clone())).detach();
     }
 }
 

@@ -204,7 +204,7 @@ fn pipelined_requests_are_answered_by_id_possibly_out_of_order() {
     let mut client = node.client();
     let mut sent: HashMap<u64, Sent> = HashMap::new();
     // Request 1 is a long-poll on an idle stream: everything after it must overtake it.
-    let id = client.send(&Request::Fetch { stream: &idle, offset: 0, max_bytes: 1 << 20, max_wait_ms: 1500 }).unwrap();
+    let id = client.send(&Request::Fetch { stream: &idle, offset: 0, max_bytes: 1 << 20, max_wait_ms: 3000 }).unwrap();
     sent.insert(id, Sent::LongPoll);
     for i in 0..99u64 {
         if i % 4 == 3 {
@@ -318,7 +318,7 @@ fn long_poll_fetch_returns_empty_after_the_wait() {
         // Without a wait, at once.
         let t0 = Instant::now();
         assert!(client.fetch(&stream, 1, 1 << 20, 0).unwrap().records.is_empty());
-        assert!(t0.elapsed() < Duration::from_millis(500));
+        assert!(t0.elapsed() < Duration::from_secs(2), "a fetch without wait took {:?}", t0.elapsed());
     }
 }
 
@@ -439,7 +439,7 @@ fn sigterm_exits_zero_and_restart_keeps_all_data() {
     let mut expected: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
         let mut all = Vec::new();
-        let batches = if i == 0 { 60 } else { 5 + i };
+        let batches = if i == 0 { 250 } else { 5 + i };
         for b in 0..batches {
             let recs = records(&format!("{name}-{b}"), 0..(1 + (b * 13) % 40));
             let base = client.produce(name, &refs(&recs)).unwrap();
@@ -571,4 +571,43 @@ fn errors_have_the_right_code_and_the_connection_keeps_serving() {
         .collect();
     assert_eq!(codes, vec![ErrorCode::InvalidStreamName, ErrorCode::UnknownStream, ErrorCode::InvalidRecords]);
     assert!(client.ping().is_ok());
+}
+
+/// Cold starts with 2 cores must all come up. Regression test for the
+/// startup race in `common::KNOWN_STARTUP_RACE` (both cores shared one
+/// `.direct-io-probe` file; about a quarter of starts hung; fixed in 3723eeb).
+#[test]
+fn every_two_core_start_becomes_ready() {
+    let mut failures = Vec::new();
+    for i in 0..20 {
+        let mut node = Node::new();
+        node.spawn();
+        match node.try_ready(Duration::from_secs(10)) {
+            common::StartOutcome::Ready => {}
+            other => failures.push(format!("start {i}: {other:?}: {}", node.log().lines().find(|l| l.contains("panicked")).unwrap_or("(no panic logged)"))),
+        }
+    }
+    assert!(failures.is_empty(), "{} of 20 starts failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// A restart on the same address right after a stop, with a client still
+/// connected, must work (operators restart in place). See
+/// `common::KNOWN_RESTART_PORT_BUG`; the other tests restart on a fresh port.
+#[test]
+fn restart_on_the_same_port_with_a_client_still_connected() {
+    for crash in [false, true] {
+        let mut node = Node::new();
+        node.keep_port = true;
+        node.launch();
+        let mut client = node.client();
+        client.produce("same-port", &[b"x"]).unwrap();
+        if crash {
+            node.kill();
+        } else {
+            assert_eq!(node.terminate().code(), Some(0));
+        }
+        node.launch(); // exits 1: "listen on 127.0.0.1:<port>: Address already in use"
+        assert_eq!(read_all(&mut node.client(), "same-port"), vec![b"x".to_vec()]);
+        drop(client);
+    }
 }

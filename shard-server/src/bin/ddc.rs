@@ -332,7 +332,15 @@ fn consume(server: &str, stream: &str, from: u64, count: Option<u64>, follow: bo
             break;
         }
         let wait_ms = if follow { 1000 } else { 0 };
-        let fetched = client.fetch(stream, offset, 1 << 20, wait_ms)?;
+        let fetched = match client.fetch(stream, offset, 1 << 20, wait_ms) {
+            Ok(f) => f,
+            // Following a stream that does not exist yet: wait for its first produce.
+            Err(e) if follow && e.code() == Some(ddc_formats::wire::ErrorCode::UnknownStream) => {
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         for (o, record) in &fetched.records {
             if count.is_some_and(|c| printed >= c) {
                 break;

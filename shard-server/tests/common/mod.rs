@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,35 @@ pub const DDC_BIN: &str = env!("CARGO_BIN_EXE_ddc");
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to start answering pings.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The server bug that [`Node::launch`] works around (reported by these tests; fixed in commit 3723eeb,
+/// the retry stays as a safety net and reports every hung start, with a thread dump, under target/tmp).
+pub const KNOWN_STARTUP_RACE: &str = "Known bug (before 3723eeb): with --cores >= 2 every core runs DmaStorage::init \
+(engine/src/storage/dma.rs) on the same <data_dir>/.direct-io-probe file at once; one core truncates or removes it while \
+another opens/statfs()es/reads it, so a core panics (glommio dma_file.rs statfs unwrap: ENOENT), fails Engine::open, or \
+mis-detects the poll ring and spins, and node::run then waits forever at its start barrier.";
+
+/// The server bug that restarts on a fresh port work around (reported, not fixed here).
+pub const KNOWN_RESTART_PORT_BUG: &str = "Known bug: node::run (shard-server/src/node.rs) pre-checks the port with \
+std::net::TcpListener::bind (SO_REUSEADDR, no SO_REUSEPORT) while glommio's listeners set SO_REUSEPORT only; connections \
+the previous process closed first (FIN_WAIT2/TIME_WAIT, up to 60 s) make that pre-check fail with EADDRINUSE although \
+glommio's own bind would succeed, so a restart on the same port right after a stop or crash with clients connected exits 1.";
+
+/// How many server starts were retried because of [`KNOWN_STARTUP_RACE`] in this test binary.
+pub static START_RETRIES: AtomicUsize = AtomicUsize::new(0);
+
+/// How one start attempt ended.
+#[derive(Debug)]
+pub enum StartOutcome {
+    Ready,
+    Exited(ExitStatus),
+    Hung,
+}
+
+/// Does a start log show the signature of [`KNOWN_STARTUP_RACE`]?
+fn looks_like_startup_race(log: &str) -> bool {
+    log.contains("dma_file.rs") || log.contains("direct-io-probe") || log.contains("open data directory: prepare")
+}
 
 /// A loopback port nobody in this test process has been handed before.
 /// (Bind port 0 to let the kernel pick a free one, then release it.)
@@ -49,6 +79,9 @@ pub struct Node {
     child: Option<Child>,
     starts: usize,
     log_path: PathBuf,
+    slowest_start: Duration,
+    /// Restart on the same port (off by default: see [`KNOWN_RESTART_PORT_BUG`]).
+    pub keep_port: bool,
 }
 
 impl Node {
@@ -58,7 +91,7 @@ impl Node {
         let data_dir = dir.path().join("data");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log_path = dir.path().join("server-0.log");
-        Node { dir, data_dir, addr, config: None, child: None, starts: 0, log_path }
+        Node { dir, data_dir, addr, config: None, child: None, starts: 0, log_path, slowest_start: Duration::ZERO, keep_port: false }
     }
 
     /// Start a node with the default configuration and wait until it answers.
@@ -100,6 +133,9 @@ impl Node {
     /// Spawn the server process without waiting for it to answer.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
+        if self.starts > 0 && !self.keep_port {
+            self.addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        }
         self.starts += 1;
         self.log_path = self.dir.path().join(format!("server-{}.log", self.starts));
         let log = std::fs::File::create(&self.log_path).expect("create server log");
@@ -121,28 +157,115 @@ impl Node {
     }
 
     /// Spawn the server and wait until it answers a ping.
+    ///
+    /// Works around a known server bug (see [`KNOWN_STARTUP_RACE`]): a start
+    /// that hangs before answering, or dies with the race's signature, is
+    /// killed and retried (a warning is printed and [`START_RETRIES`] counted).
     pub fn launch(&mut self) {
-        self.spawn();
-        self.wait_ready();
+        const ATTEMPTS: usize = 6;
+        for attempt in 1..=ATTEMPTS {
+            self.spawn();
+            let started = Instant::now();
+            let timeout = self.attempt_timeout();
+            match self.try_ready(timeout) {
+                StartOutcome::Ready => {
+                    self.slowest_start = self.slowest_start.max(started.elapsed());
+                    return;
+                }
+                StartOutcome::Exited(status) => {
+                    let log = self.log();
+                    if !self.keep_port && log.contains("Address already in use") && attempt < ATTEMPTS {
+                        // Someone else took the port between free_port() and the bind: try another one.
+                        eprintln!("WARNING: port {} was taken; retrying on another port", self.addr.port());
+                        self.addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+                        continue;
+                    }
+                    if !looks_like_startup_race(&log) || attempt == ATTEMPTS {
+                        panic!("shard-server exited during start with {status}\n--- server log ---\n{log}");
+                    }
+                    eprintln!("WARNING: shard-server start {attempt} died with the known startup race ({status}); retrying. {KNOWN_STARTUP_RACE}");
+                }
+                StartOutcome::Hung => {
+                    let log = self.log();
+                    let dump = self.save_hung_start(&log);
+                    self.kill();
+                    if attempt == ATTEMPTS {
+                        panic!("shard-server did not answer a ping within {timeout:?}, {ATTEMPTS} times\n--- server log ---\n{log}");
+                    }
+                    eprintln!(
+                        "WARNING: shard-server start {attempt} did not answer within {timeout:?}; retrying. Log and thread states saved in {dump}\n  {}\n  log: {}",
+                        KNOWN_STARTUP_RACE,
+                        log.lines().filter(|l| l.contains("panicked") || l.contains("ERROR")).collect::<Vec<_>>().join(" | ")
+                    );
+                }
+            }
+            START_RETRIES.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Wait until the running server answers a ping; panics (with its log) if it exits or never answers.
+    /// Keep the log and the threads' states of a start that hung (the tempdir goes away with the test).
+    fn save_hung_start(&self, log: &str) -> String {
+        let pid = self.pid();
+        let mut report = format!("shard-server pid {pid}, data dir {}, started {} times\n--- threads (comm state wchan utime stime) ---\n", self.data_dir.display(), self.starts);
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let p = task.path();
+                let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default().trim().to_owned();
+                let stat = read("stat");
+                let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+                report.push_str(&format!(
+                    "{} {} {} utime={} stime={}\n",
+                    read("comm"),
+                    fields.first().unwrap_or(&"?"),
+                    read("wchan"),
+                    fields.get(11).unwrap_or(&"?"),
+                    fields.get(12).unwrap_or(&"?")
+                ));
+            }
+        }
+        report.push_str("--- server log ---\n");
+        report.push_str(log);
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hung-start-{pid}.txt"));
+        match std::fs::write(&path, report) {
+            Ok(()) => path.display().to_string(),
+            Err(e) => format!("(could not save {}: {e})", path.display()),
+        }
+    }
+
+    /// How long one start attempt may take before it counts as hung.
+    fn attempt_timeout(&self) -> Duration {
+        (self.slowest_start * 5).max(Duration::from_secs(4)).min(START_TIMEOUT)
+    }
+
+    /// Wait until the running server answers a ping, with no retry; panics (with its log) if it exits or never answers.
     pub fn wait_ready(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
+        match self.try_ready(START_TIMEOUT) {
+            StartOutcome::Ready => {}
+            StartOutcome::Exited(status) => panic!("shard-server exited during start with {status}\n--- server log ---\n{}", self.log()),
+            StartOutcome::Hung => panic!("shard-server did not answer a ping within {START_TIMEOUT:?}\n--- server log ---\n{}", self.log()),
+        }
+    }
+
+    /// Wait up to `timeout` for the running server to answer a ping.
+    pub fn try_ready(&mut self, timeout: Duration) -> StartOutcome {
+        let deadline = Instant::now() + timeout;
         loop {
-            let child = self.child.as_mut().expect("server is running");
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                self.child = None;
-                panic!("shard-server exited during start with {status}\n--- server log ---\n{}", self.log());
+            if let Some(status) = self.exited() {
+                return StartOutcome::Exited(status);
+            }
+            if self.log().contains("panicked at") {
+                // A core died; the process will never get past its start barrier.
+                return StartOutcome::Hung;
             }
             if let Ok(mut client) = Client::connect(self.addr) {
-                client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                client.set_read_timeout(Some(left.min(Duration::from_secs(5)))).unwrap();
                 if client.ping().is_ok() {
-                    return;
+                    return StartOutcome::Ready;
                 }
             }
             if Instant::now() > deadline {
-                panic!("shard-server did not answer a ping within {START_TIMEOUT:?}\n--- server log ---\n{}", self.log());
+                return StartOutcome::Hung;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
