@@ -310,11 +310,12 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
             .map_err(|e| io(format!("read tail of segment {base}"), e))?;
         let keep = (scan.valid_end - block_start) as usize;
         let dirty_tail = scan.file_size > align_up(scan.valid_end, BLOCK_BYTES) || block.get(keep..).is_some_and(|rest| rest.iter().any(|&b| b != 0));
+        if scan.valid_end < proven_durable {
+            let stop = scan.stop_reason.clone().unwrap_or_else(|| "the file ends".into());
+            return Err(corrupted(base, scan.valid_end, proven_durable, format!("{stop}; the recovery point proves {proven_durable} bytes were durable")));
+        }
         if dirty_tail {
             let stop = scan.stop_reason.clone().unwrap_or_default();
-            if scan.valid_end < proven_durable {
-                return Err(corrupted(base, scan.valid_end, proven_durable, format!("{stop}; the recovery point proves {proven_durable} bytes were durable")));
-            }
             if !last {
                 return Err(corrupted(base, scan.valid_end, scan.file_size, format!("{stop}; a later segment exists, so this one was fully synced")));
             }
@@ -345,7 +346,10 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
         expected_next = Some(scan.next_offset);
         if last {
             if config.preallocate {
-                file.preallocate(config.segment_bytes_max).await.map_err(|e| io(format!("preallocate segment {base}"), e))?;
+                // Best effort: on a full disk the stream still opens and serves reads.
+                if let Err(e) = file.preallocate(config.segment_bytes_max).await {
+                    tracing::warn!(stream = name, base, error = %e, "could not preallocate the open segment");
+                }
             }
             let tail = block[..keep].to_vec();
             seg.set_file(Rc::new(file));

@@ -123,14 +123,15 @@ impl<S: Storage> Segment<S> {
         Ok(file)
     }
 
-    /// The file position to start scanning from to find `offset`.
-    pub fn position_for(&self, offset: u64) -> u64 {
+    /// The file position to start scanning from to find `offset`, and the
+    /// offset of the batch that starts there.
+    pub fn position_for(&self, offset: u64) -> (u64, u64) {
         let index = self.index.borrow();
         let i = index.partition_point(|e| e.offset <= offset);
         if i == 0 {
-            SEGMENT_HEADER_BYTES as u64
+            (SEGMENT_HEADER_BYTES as u64, self.base_offset)
         } else {
-            index[i - 1].position
+            (index[i - 1].position, index[i - 1].offset)
         }
     }
 

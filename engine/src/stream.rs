@@ -465,6 +465,15 @@ impl<S: Storage> Stream<S> {
         if self.config.preallocate {
             file.preallocate(self.config.segment_bytes_max).await.map_err(|e| EngineError::io(ctx("preallocate"), &e))?;
         }
+        // The header goes to disk, synced, before any batch is written: then a
+        // damaged header next to a valid batch can only be corruption, never a
+        // torn first write.
+        let header = SegmentHeader { base_offset: seg.base_offset, created_ms: seg.created_ms }.encode();
+        let mut block = self.storage.alloc_buf(BLOCK_BYTES as usize);
+        block.as_mut_slice().fill(0);
+        block.as_mut_slice()[..header.len()].copy_from_slice(&header);
+        file.write_at(Rc::new(block), 0).await.map_err(|e| EngineError::io(ctx("write header of"), &e))?;
+        file.sync_data().await.map_err(|e| EngineError::io(ctx("fdatasync"), &e))?;
         self.storage.sync_dir(&self.dir).await.map_err(|e| EngineError::io(format!("fsync {}", self.dir.display()), &e))?;
         let file = Rc::new(file);
         seg.set_file(file.clone());
@@ -613,8 +622,10 @@ impl<S: Storage> Stream<S> {
         let file = seg.file_for_read(&self.storage).await?;
         let end_limit = seg.durable_len.get();
         let max_bytes = max_bytes.max(1) as usize;
-        let mut pos = seg.position_for(offset);
-        let mut expected_base: Option<u64> = None;
+        let (mut pos, indexed_offset) = seg.position_for(offset);
+        // The first batch at an indexed position must start at the indexed
+        // offset; a batch in the wrong place is corruption, not data.
+        let mut expected_base: Option<u64> = Some(indexed_offset);
         let corrupted = |position: u64, end: u64, reason: String| EngineError::Corrupted {
             stream: self.name.clone(),
             segment_base: seg.base_offset,

@@ -82,6 +82,9 @@ fn frame_error_code(e: &FormatError) -> ErrorCode {
     }
 }
 
+/// How long a partly received frame may wait for payload budget.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Response bytes one connection may have waiting to be written.
 const RESPONSE_BUDGET_BYTES: u64 = 80 << 20;
 
@@ -166,15 +169,17 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
         };
         let (state, router, outbox, response_budget) = (state.clone(), router.clone(), outbox.clone(), response_budget.clone());
         glommio::spawn_local(async move {
-            let (id, response) = handle_payload(&state, &router, payload).await;
-            drop(memory);
-            let response_bytes = match &response {
-                Response::Fetch { batches, .. } => batches.len() as u64 + 1024,
-                _ => 1024,
+            // Reserve the response's memory before building it, so queued
+            // responses of a client that does not read stay within budget.
+            let response_bytes = match decode_request(&payload) {
+                Ok((_, Request::Fetch { max_bytes, .. })) => u64::from(max_bytes.min(state.frame_bytes_max)) + 4096,
+                _ => 4096,
             };
             let Ok(held) = response_budget.acquire_static_permit(response_bytes.min(RESPONSE_BUDGET_BYTES)).await else {
                 return;
             };
+            let (id, response) = handle_payload(&state, &router, payload).await;
+            drop(memory);
             outbox.push(id, &response, Some((permit, held)));
         })
         .detach();
@@ -211,7 +216,16 @@ async fn read_payload<R: futures_lite::io::AsyncRead + Unpin>(
             payload.extend_from_slice(&chunk[..n]);
             if payload.len() - accounted >= CHUNK_BYTES || payload.len() == len {
                 let unaccounted = (payload.len() - accounted) as u64;
-                permits.push(budget.clone().acquire_static_permit(unaccounted).await.ok()?);
+                // Partly received frames could spend the whole budget between
+                // them and wait on each other forever; one that cannot get
+                // budget soon gives up its connection so the others finish.
+                let acquire = async { budget.clone().acquire_static_permit(unaccounted).await.ok() };
+                let give_up = async {
+                    glommio::timer::sleep(BUDGET_WAIT).await;
+                    tracing::warn!("request payload budget exhausted; closing a connection mid-frame");
+                    None
+                };
+                permits.push(futures_lite::future::or(acquire, give_up).await?);
                 accounted = payload.len();
             }
         }

@@ -56,6 +56,11 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data directory {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    // Every core binds with SO_REUSEPORT, which would let a second node of the
+    // same user share the port silently; refuse to start next to a listener.
+    if let Some(line) = listener_on(config.listen.port()) {
+        anyhow::bail!("listen on {}: address in use by another listening socket ({line})", config.listen);
+    }
     let mesh = build_mesh(cores, 1024);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::new();
@@ -108,6 +113,23 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A listening TCP socket on `port` (any address), from /proc/net/tcp{,6}.
+fn listener_on(port: u16) -> Option<String> {
+    const LISTEN: &str = "0A";
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else { continue };
+            let local_port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == LISTEN && local_port == Some(port) {
+                return Some(format!("{table}: {local}"));
+            }
+        }
+    }
+    None
 }
 
 /// Hold an exclusive lock on the data directory for the process's lifetime:

@@ -25,8 +25,9 @@
 //! re-applied — in any combination, not just a prefix, because the device
 //! cache may persist out of order — each possibly torn at 512-byte sector
 //! granularity. [`CrashMode`] narrows this for targeted tests. After a
-//! crash every handle opened before it fails (`EBADF`), and a new engine is
-//! opened on the same `SimStorage`.
+//! crash every file handle opened before it, and every `SimStorage` clone
+//! made before it (the dead engine's), fails with `EBADF`; a new engine is
+//! opened on the handle `crash` was called on.
 //!
 //! # Faults
 //!
@@ -35,6 +36,8 @@
 //! budget; a write that lands with one bit flipped, or at another aligned
 //! position (misdirected); and a power cut after N more operations, from
 //! which on every operation fails with `EIO` until [`SimStorage::crash`].
+//! [`SimStorage::hold_syncs`] parks every `sync_data` (writes stay unsynced)
+//! to freeze the log between a write and its fsync.
 //! Errors carry raw OS codes (`libc::EIO`, `libc::ENOSPC`, `libc::EINVAL`)
 //! so the engine's error mapping sees what it would see from the kernel.
 //!
@@ -61,6 +64,9 @@ use super::{align_up, IoBuf, Storage, StorageFile};
 
 /// The atomic unit of persistence: a torn write persists some of its sectors.
 pub const SECTOR_BYTES: u64 = 512;
+
+/// Operations that may complete without yielding in a row, at most.
+pub const FORCED_YIELD_EVERY: u32 = 32;
 
 /// Space is allocated in blocks of this size (for the `ENOSPC` budget).
 const ALLOC_BLOCK_BYTES: u64 = 4096;
@@ -254,6 +260,7 @@ struct State {
     rng: StdRng,
     alignment: u64,
     max_yields: u32,
+    since_yield: u32,
     generation: u64,
     inodes: BTreeMap<u64, Inode>,
     next_ino: u64,
@@ -266,6 +273,12 @@ struct State {
     budget: Option<u64>,
     power_off_at: Option<u64>,
     powered_off: bool,
+    /// `sync_data` waits while this is set (until released, a power cut or a crash).
+    syncs_held: bool,
+    /// Held syncs that may still go through.
+    sync_passes: u64,
+    /// `sync_data` calls waiting on the hold.
+    syncs_waiting: u64,
     stats: SimStats,
     trace: Option<Vec<String>>,
 }
@@ -350,6 +363,7 @@ impl SimStorage {
                 rng: StdRng::seed_from_u64(seed),
                 alignment: 4096,
                 max_yields: 2,
+                since_yield: 0,
                 generation: 0,
                 inodes: BTreeMap::new(),
                 next_ino: 1,
@@ -360,6 +374,9 @@ impl SimStorage {
                 budget: None,
                 power_off_at: None,
                 powered_off: false,
+                syncs_held: false,
+                sync_passes: 0,
+                syncs_waiting: 0,
                 stats: SimStats::default(),
                 trace: None,
             })),
@@ -384,9 +401,12 @@ impl SimStorage {
     }
 
     /// The operations recorded since tracing started or the last call.
+    /// Empty if the disk is busy (e.g. called from a panic inside an operation).
     pub fn take_trace(&self) -> Vec<String> {
-        let mut st = self.state.borrow_mut();
-        st.trace.as_mut().map(std::mem::take).unwrap_or_default()
+        match self.state.try_borrow_mut() {
+            Ok(mut st) => st.trace.as_mut().map(std::mem::take).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Create a directory and its ancestors, all already durable (as if the
@@ -452,6 +472,24 @@ impl SimStorage {
         st.power_off_at = None;
     }
 
+    /// While held, every `sync_data` waits (its writes stay unsynced) until
+    /// released, the power is cut, or the disk crashes.
+    pub fn hold_syncs(&self, held: bool) {
+        let mut st = self.state.borrow_mut();
+        st.syncs_held = held;
+        st.sync_passes = 0;
+    }
+
+    /// Let `n` held syncs (waiting now or later) go through.
+    pub fn pass_held_syncs(&self, n: u64) {
+        self.state.borrow_mut().sync_passes += n;
+    }
+
+    /// How many `sync_data` calls are waiting on the hold.
+    pub fn syncs_waiting(&self) -> u64 {
+        self.state.borrow().syncs_waiting
+    }
+
     pub fn is_powered_off(&self) -> bool {
         self.state.borrow().powered_off
     }
@@ -496,6 +534,8 @@ impl SimStorage {
         self.generation.set(st.generation);
         st.powered_off = false;
         st.power_off_at = None;
+        st.syncs_held = false;
+        st.sync_passes = 0;
         st.write_faults.clear();
         st.sync_faults.clear();
         st.stats.crashes += 1;
@@ -518,6 +558,22 @@ impl SimStorage {
         Ok(())
     }
 
+    /// Replace bytes of a file in both its durable and current contents, as
+    /// if they were on the platter (e.g. zeros where a torn write's sector
+    /// never landed). The range must lie within the file.
+    pub fn overwrite(&self, path: &Path, pos: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        let ino = *st.current.files.get(path).ok_or_else(|| err(libc::ENOENT))?;
+        let inode = st.inode(ino);
+        let (from, to) = (pos as usize, pos as usize + bytes.len());
+        if to > inode.durable.len() || to > inode.current.len() {
+            return Err(err(libc::EINVAL));
+        }
+        inode.durable[from..to].copy_from_slice(bytes);
+        inode.current[from..to].copy_from_slice(bytes);
+        Ok(())
+    }
+
     /// What reads of a file see now.
     pub fn current_bytes(&self, path: &Path) -> Option<Vec<u8>> {
         let st = self.state.borrow();
@@ -535,12 +591,22 @@ impl SimStorage {
         self.state.borrow().current.files.keys().cloned().collect()
     }
 
-    /// Yield to the executor a seeded random number of times.
+    /// Yield to the executor a seeded random number of times (at least once
+    /// every [`FORCED_YIELD_EVERY`] operations, so a caller that loops on
+    /// storage calls cannot starve the executor: its timers still fire).
     async fn jitter(&self) {
         let n = {
             let mut st = self.state.borrow_mut();
             let max = st.max_yields;
-            st.rng.gen_range(0..=max)
+            let mut n = st.rng.gen_range(0..=max);
+            st.since_yield += 1;
+            if n == 0 && st.since_yield >= FORCED_YIELD_EVERY {
+                n = 1;
+            }
+            if n > 0 {
+                st.since_yield = 0;
+            }
+            n
         };
         for _ in 0..n {
             futures_lite::future::yield_now().await;
@@ -768,6 +834,30 @@ impl StorageFile for SimFile {
 
     async fn sync_data(&self) -> io::Result<()> {
         self.sim.jitter().await;
+        let mut waiting = false;
+        loop {
+            let held = {
+                let mut st = self.sim.state.borrow_mut();
+                let mut held = st.syncs_held && !st.powered_off && st.generation == self.generation;
+                if held && st.sync_passes > 0 {
+                    st.sync_passes -= 1;
+                    held = false;
+                }
+                if held != waiting {
+                    waiting = held;
+                    if held {
+                        st.syncs_waiting += 1;
+                    } else {
+                        st.syncs_waiting = st.syncs_waiting.saturating_sub(1);
+                    }
+                }
+                held
+            };
+            if !held {
+                break;
+            }
+            futures_lite::future::yield_now().await;
+        }
         let mut st = self.state();
         st.admit(self.generation)?;
         st.stats.syncs += 1;

@@ -55,7 +55,7 @@ impl ErrorCode {
   /// Stream names are 1-200 bytes of [A-Za-z0-9._-] and do not start with '.'.
   pub const InvalidStreamName: Self = Self(6);
   pub const UnknownStream: Self = Self(7);
-  /// The requested offset is below the log start or above the next offset.
+  /// The requested offset is below the log start or above the high watermark.
   pub const OffsetOutOfRange: Self = Self(8);
   /// Stored data failed its checksum; the message names the byte range.
   pub const Corrupted: Self = Self(9);
@@ -178,7 +178,7 @@ pub struct AckLevel(pub u8);
 impl AckLevel {
   /// After an fdatasync that covers the batch (the default): the batch survives power loss.
   pub const Durable: Self = Self(0);
-  /// After the write reached the kernel, before fdatasync: survives a process crash, not power loss.
+  /// After the direct-I/O write completed, before fdatasync: survives a process crash, not power loss.
   pub const WrittenNotSynced: Self = Self(1);
 
   pub const ENUM_MIN: u8 = 0;
@@ -1446,7 +1446,7 @@ impl<'a> SegmentInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(SegmentInfo::VT_BASE_OFFSET, Some(0)).unwrap()}
   }
-  /// One past the last offset in the segment.
+  /// One past the last durable offset in the segment.
   #[inline]
   pub fn next_offset(&self) -> u64 {
     // Safety:
@@ -1454,6 +1454,7 @@ impl<'a> SegmentInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(SegmentInfo::VT_NEXT_OFFSET, Some(0)).unwrap()}
   }
+  /// Durable bytes of the segment file (header and batches).
   #[inline]
   pub fn size_bytes(&self) -> u64 {
     // Safety:
@@ -1623,6 +1624,7 @@ impl<'a> StreamInfoResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(StreamInfoResponse::VT_FIRST_OFFSET, Some(0)).unwrap()}
   }
+  /// The offset the next appended record will get (may exceed high_watermark while appends are in flight).
   #[inline]
   pub fn next_offset(&self) -> u64 {
     // Safety:
