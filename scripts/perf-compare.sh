@@ -40,7 +40,8 @@ redis-server --port 7479 --dir "$WORK/redis" --appendonly yes --appendfsync alwa
 REDIS=$!
 for _ in $(seq 50); do redis-cli -p 7479 ping >/dev/null 2>&1 && break; sleep 0.1; done
 VALUE=$(head -c 1024 /dev/zero | tr '\0' x)
-redis-benchmark -p 7479 -c 50 -P 16 -n $((40000 * SECONDS_EACH)) -q XADD bench '*' f "$VALUE" | tail -1
+redis-benchmark -p 7479 -c 50 -P 16 -n $((40000 * SECONDS_EACH)) -q XADD bench '*' f "$VALUE" \
+    | tr '\r' '\n' | grep 'requests per second' | sed 's/^.*: \([0-9.]* requests per second.*\)$/redis XADD: \1/' 
 kill "$REDIS"; wait "$REDIS" 2>/dev/null || true; REDIS=
 
 echo "== shard-server: ddc bench produce (1 KiB records, 64 per batch, durable acks) and consume"
