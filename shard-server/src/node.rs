@@ -58,8 +58,15 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&config.data_dir)?;
     // Every core binds with SO_REUSEPORT, which would let a second node of the
     // same user share the port silently; refuse to start next to a listener.
-    if let Some(line) = listener_on(config.listen.port()) {
-        anyhow::bail!("listen on {}: address in use by another listening socket ({line})", config.listen);
+    // A node that was just killed can keep its listener for a moment while
+    // the kernel tears down its io_uring (pending accepts hold the socket).
+    let mut waited = Duration::ZERO;
+    while let Some(line) = listener_on(config.listen.port()) {
+        if waited >= Duration::from_secs(5) {
+            anyhow::bail!("listen on {}: address in use by another listening socket ({line})", config.listen);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        waited += Duration::from_millis(100);
     }
     let mesh = build_mesh(cores, 1024);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

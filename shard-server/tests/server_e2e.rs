@@ -606,8 +606,42 @@ fn restart_on_the_same_port_with_a_client_still_connected() {
         } else {
             assert_eq!(node.terminate().code(), Some(0));
         }
-        node.launch(); // exits 1: "listen on 127.0.0.1:<port>: Address already in use"
+        node.launch(); // regression: this used to exit 1, "Address already in use"
         assert_eq!(read_all(&mut node.client(), "same-port"), vec![b"x".to_vec()]);
         drop(client);
     }
+}
+
+/// Two nodes must not share a port: every core binds with SO_REUSEPORT, so a
+/// second node of the same user would otherwise silently take half the
+/// connections. The second one refuses to start, naming the address.
+#[test]
+fn a_second_node_on_the_same_port_refuses_to_start() {
+    let first = Node::start();
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shard-server"))
+        .args(["--listen", &first.addr.to_string(), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--cores", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "second node must exit 1");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("address in use"), "{stderr}");
+    // The first node never noticed.
+    first.client().ping().unwrap();
+}
+
+/// Two nodes must not share a data directory.
+#[test]
+fn a_second_node_on_the_same_data_dir_refuses_to_start() {
+    let first = Node::start();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shard-server"))
+        .args(["--listen", &format!("127.0.0.1:{}", common::free_port()), "--data-dir"])
+        .arg(&first.data_dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by another shard-server"), "{stderr}");
 }

@@ -33,12 +33,6 @@ pub const KNOWN_STARTUP_RACE: &str = "Known bug (before 3723eeb): with --cores >
 another opens/statfs()es/reads it, so a core panics (glommio dma_file.rs statfs unwrap: ENOENT), fails Engine::open, or \
 mis-detects the poll ring and spins, and node::run then waits forever at its start barrier.";
 
-/// The server bug that restarts on a fresh port work around (reported, not fixed here).
-pub const KNOWN_RESTART_PORT_BUG: &str = "Known bug: node::run (shard-server/src/node.rs) pre-checks the port with \
-std::net::TcpListener::bind (SO_REUSEADDR, no SO_REUSEPORT) while glommio's listeners set SO_REUSEPORT only; connections \
-the previous process closed first (FIN_WAIT2/TIME_WAIT, up to 60 s) make that pre-check fail with EADDRINUSE although \
-glommio's own bind would succeed, so a restart on the same port right after a stop or crash with clients connected exits 1.";
-
 /// How many server starts were retried because of [`KNOWN_STARTUP_RACE`] in this test binary.
 pub static START_RETRIES: AtomicUsize = AtomicUsize::new(0);
 
@@ -80,7 +74,7 @@ pub struct Node {
     starts: usize,
     log_path: PathBuf,
     slowest_start: Duration,
-    /// Restart on the same port (off by default: see [`KNOWN_RESTART_PORT_BUG`]).
+    /// Restart on the same port (off by default, so tests never wait for the old listener to go).
     pub keep_port: bool,
 }
 
