@@ -1,7 +1,9 @@
 //! Checksum throughput on one core: CRC-32 (`crc32fast`, the batch checksums)
 //! and BLAKE3 (`blake3::hash`, single-threaded, the sealed-segment root) over
 //! a 1 MiB buffer and a 128 MiB (segment-sized) buffer. `blake3_512KiB_updates`
-//! feeds one `Hasher` in 512 KiB pieces, as the engine hashes each group commit.
+//! feeds one `Hasher` in 512 KiB pieces, `blake3_526720B_updates` in pieces of
+//! one engine group commit (8 batches of 64 × 1 KiB records), unaligned to
+//! BLAKE3's 1 KiB chunks, as the engine hashes a segment.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -25,6 +27,17 @@ fn bench_checksums(c: &mut Criterion) {
             b.iter(|| {
                 let mut h = blake3::Hasher::new();
                 for piece in black_box(d).chunks(512 << 10) {
+                    h.update(piece);
+                }
+                h.finalize()
+            })
+        });
+        // The engine feeds each durable group: 8 batches of 64 x 1 KiB records, 526 720 bytes,
+        // so pieces start at offsets that are not multiples of BLAKE3's 1 KiB chunk.
+        g.bench_with_input(BenchmarkId::from_parameter("blake3_526720B_updates"), &data, |b, d| {
+            b.iter(|| {
+                let mut h = blake3::Hasher::new();
+                for piece in black_box(d).chunks(526_720) {
                     h.update(piece);
                 }
                 h.finalize()

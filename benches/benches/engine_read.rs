@@ -12,7 +12,8 @@
 //!   `Stream::read(offset, 1 MiB)`, finding the next offset by walking the
 //!   returned batch headers. `Stream::read` verifies each batch's header and
 //!   body CRC and copies the bytes into its `ReadOut`; `DmaStorage` splits each
-//!   read into 128 KiB direct reads issued one after another.
+//!   read into `read_split_bytes` (128 KiB) direct reads. One `Stream::read` is
+//!   in flight at a time, as one catching-up consumer would issue them.
 //! - `raw/read_at_aligned_128KiB`, `raw/read_at_aligned_1MiB`: the segment
 //!   file read front to back with `DmaFile::read_at_aligned`, one read in
 //!   flight, no checksum, no copy: the device at queue depth 1 with the
@@ -29,10 +30,10 @@
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use ddc_benches::{batch_bytes, bench_bytes, bench_tempdir, make_body, run_local, tally, DiskCounters};
+use ddc_benches::{batch_bytes, bench_bytes, bench_tempdir, make_body, run_local, Probe};
 use ddc_engine::storage::dma::DmaStorage;
 use ddc_engine::storage::Storage;
 use ddc_engine::{Engine, LogConfig};
@@ -187,19 +188,17 @@ fn run_case(fx: &Fixture, id: &str, case: Case, iters: u64) -> Duration {
             }
         };
         for _ in 0..iters {
-            let before = DiskCounters::of(&dir);
-            let start = Instant::now();
+            let probe = Probe::start(&dir);
             let read = match case {
                 Case::Engine => engine_read_all(engine.as_ref().expect("engine"), 1 << 20).await,
                 Case::Raw(chunk) => raw_read_all(&files, chunk).await,
                 Case::RawStream => raw_stream_read_all(&files).await,
             };
-            let elapsed = start.elapsed();
+            let elapsed = probe.stop(&id, bytes);
             match case {
                 Case::Engine => assert_eq!(read, bytes, "engine read every batch"),
                 _ => assert!(read >= bytes, "raw read {read} < {bytes}"),
             }
-            tally(&id, &dir, before, bytes, elapsed);
             total += elapsed;
         }
         if let Some(engine) = engine {

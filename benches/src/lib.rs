@@ -7,7 +7,7 @@
 //! |------------------|------------------|
 //! | `batch`          | record batch encode (`BatchHeader::new` with its body CRC, `encode`, copy of header and body into an output buffer, as the append path does), building a body from records, `validate_records`, and decode/verify of back-to-back batches with [`ddc_formats::batch::batches`] (header CRC, body CRC, record walk); for 64 × 1 KiB records per batch and a few other shapes. |
 //! | `checksums`      | `crc32fast::hash` and single-threaded `blake3::hash` over a 1 MiB and a 128 MiB (segment-sized) buffer, plus BLAKE3 fed incrementally in 512 KiB updates as the engine hashes a segment. |
-//! | `engine_append`  | **the key ratio**: the engine's durable append path against raw direct I/O writing the same bytes to the same disk. Raw: glommio `DmaStreamWriter` (1 MiB buffers, 8 write-behind), with one fdatasync at the end, and with an fdatasync after every group of 8 batches (what the engine's group commit does with 8 appenders). Engine: `Engine::open(DmaStorage::new(), LogConfig::new(dir), 0, 1)`, one stream, 8 appender tasks each awaiting its own `append` of 64 × 1 KiB records with `AckLevel::Durable`. |
+//! | `engine_append`  | **the key ratio**: the engine's durable append path against raw direct I/O writing the same bytes to the same disk. Raw: glommio `DmaStreamWriter` (1 MiB buffers, 8 write-behind) with one fdatasync at the end (the streaming ceiling), and `DmaFile::write_at` of each group of 8 batches followed by one fdatasync (what the engine's group commit does with 8 appenders; the fair baseline for durable acks). Engine: `Engine::open(DmaStorage::new(), LogConfig::new(dir), 0, 1)`, one stream, 8 appender tasks each awaiting its own `append` of 64 × 1 KiB records with `AckLevel::Durable`. |
 //! | `engine_read`    | catch-up read of a pre-written, sealed 128 MiB stream through `Stream::read` (1 MiB `max_bytes`) against raw sequential `DmaFile::read_at_aligned` of the same segment file in 128 KiB and 1 MiB chunks. |
 //!
 //! Run all of them (a few minutes on a 2-core VM), one, or one case:
@@ -28,6 +28,11 @@
 //! - `DDC_BENCH_SWEEP=1`: `engine_append` also runs the engine with other
 //!   appender counts, batch sizes and with `AckLevel::WrittenNotSynced`, to
 //!   see where its time goes.
+//! - `DDC_BENCH_IO_MEMORY_KIB`: registered io_uring memory per executor
+//!   (default 1024, as the engine's tests use; keep it under `ulimit -l`).
+//! - `DDC_BENCH_PAIRED=N`: `engine_append` skips criterion and runs N
+//!   interleaved rounds of raw stream / raw groups / engine, printing the
+//!   median ratios (steadier than criterion estimates on a shared machine).
 //!
 //! The disk benches time only the I/O part of each iteration (criterion's
 //! `iter_custom`): the glommio executor, temporary directory, `Engine::open`
@@ -40,13 +45,20 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ddc_formats::batch::{push_record, BatchHeader, BATCH_HEADER_BYTES, RECORD_LEN_BYTES};
 
-/// Registered io_uring memory per executor; `ulimit -l` is small (8 MiB) on
-/// the machines this runs on, and larger buffers fall back to the heap.
+/// Default registered io_uring memory per executor; `ulimit -l` is small
+/// (8 MiB) on the machines this runs on. Buffers that do not fit in it come
+/// from the heap (a fresh mmap for each 1 MiB buffer, page faults on first
+/// touch, munmap when dropped).
 pub const IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// Registered memory for the benches' executors: `$DDC_BENCH_IO_MEMORY_KIB` KiB, else [`IO_MEMORY_BYTES`].
+pub fn io_memory_bytes() -> usize {
+    std::env::var("DDC_BENCH_IO_MEMORY_KIB").ok().and_then(|v| v.parse::<usize>().ok()).map_or(IO_MEMORY_BYTES, |kib| kib << 10)
+}
 
 /// Directory for the disk benches' temporary files: `$DDC_BENCH_DIR`, else the workspace `target/`.
 pub fn bench_root() -> PathBuf {
@@ -81,7 +93,7 @@ where
     Fut: Future<Output = T> + 'static,
 {
     glommio::LocalExecutorBuilder::default()
-        .io_memory(IO_MEMORY_BYTES)
+        .io_memory(io_memory_bytes())
         .spawn(f)
         .expect("spawn glommio executor")
         .join()
@@ -186,58 +198,117 @@ impl DiskCounters {
     }
 }
 
+/// Time the calling thread spent on a CPU and waiting for one, from
+/// `/proc/thread-self/schedstat` (nanosecond resolution).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadTimes {
+    pub on_cpu: Duration,
+    /// Runnable but waiting for a CPU (other processes, or glommio's own threads).
+    pub runqueue_wait: Duration,
+}
+
+impl ThreadTimes {
+    pub fn now() -> Option<ThreadTimes> {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+        Some(ThreadTimes { on_cpu: Duration::from_nanos(f.next()??), runqueue_wait: Duration::from_nanos(f.next()??) })
+    }
+}
+
+/// Measures one timed region: wall time, and what the executor thread and the
+/// device holding `dir` did meanwhile. Start it on the executor thread, right
+/// before the work; [`Probe::stop`] records the figures under a case id for
+/// [`print_io_report`] and returns the wall time for criterion.
+pub struct Probe {
+    dir: PathBuf,
+    disk: Option<DiskCounters>,
+    thread: Option<ThreadTimes>,
+    start: Instant,
+}
+
+impl Probe {
+    pub fn start(dir: &Path) -> Probe {
+        let disk = DiskCounters::of(dir);
+        let thread = ThreadTimes::now();
+        Probe { dir: dir.to_owned(), disk, thread, start: Instant::now() }
+    }
+
+    /// End the region: `bytes` is the payload it moved.
+    pub fn stop(self, id: &str, bytes: u64) -> Duration {
+        let wall = self.start.elapsed();
+        let thread = match (self.thread, ThreadTimes::now()) {
+            (Some(b), Some(a)) => ThreadTimes {
+                on_cpu: a.on_cpu.saturating_sub(b.on_cpu),
+                runqueue_wait: a.runqueue_wait.saturating_sub(b.runqueue_wait),
+            },
+            _ => ThreadTimes::default(),
+        };
+        let disk = match (self.disk, DiskCounters::of(&self.dir)) {
+            (Some(b), Some(a)) => a.minus(b),
+            _ => DiskCounters::default(),
+        };
+        let mut all = TALLIES.lock().unwrap_or_else(|e| e.into_inner());
+        let t = all.entry(id.to_owned()).or_default();
+        t.iterations += 1;
+        t.bytes += bytes;
+        t.wall += wall;
+        t.on_cpu += thread.on_cpu;
+        t.runqueue_wait += thread.runqueue_wait;
+        t.disk.writes += disk.writes;
+        t.disk.sectors_written += disk.sectors_written;
+        t.disk.reads += disk.reads;
+        t.disk.sectors_read += disk.sectors_read;
+        t.disk.flushes += disk.flushes;
+        wall
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
+    iterations: u64,
     bytes: u64,
-    time: Duration,
+    wall: Duration,
+    on_cpu: Duration,
+    runqueue_wait: Duration,
     disk: DiskCounters,
 }
 
 static TALLIES: Mutex<BTreeMap<String, Tally>> = Mutex::new(BTreeMap::new());
 
-/// Record the device activity of one timed iteration of case `id` (`before`
-/// taken just before the timed region, on the device holding `dir`).
-pub fn tally(id: &str, dir: &Path, before: Option<DiskCounters>, bytes: u64, time: Duration) {
-    let delta = match (before, DiskCounters::of(dir)) {
-        (Some(b), Some(a)) => a.minus(b),
-        _ => DiskCounters::default(),
-    };
-    let mut all = TALLIES.lock().unwrap_or_else(|e| e.into_inner());
-    let t = all.entry(id.to_owned()).or_default();
-    t.bytes += bytes;
-    t.time += time;
-    t.disk.writes += delta.writes;
-    t.disk.sectors_written += delta.sectors_written;
-    t.disk.reads += delta.reads;
-    t.disk.sectors_read += delta.sectors_read;
-    t.disk.flushes += delta.flushes;
-}
-
 /// Print, per case, the mean throughput over every timed iteration (warm-up
-/// included) and what the device did per MiB of payload: write requests (or
-/// read requests when the case wrote nothing), their mean size, and cache flushes.
+/// included); the share of wall time the executor thread was on a CPU and
+/// waiting for one; and what the device did per MiB of payload: requests in
+/// the dominant direction (writes, or reads if it read more), their mean size,
+/// and cache flushes (≈ fdatasyncs). Device counters are device-wide, so
+/// other programs writing to the same disk inflate them.
 pub fn print_io_report() {
     let all = TALLIES.lock().unwrap_or_else(|e| e.into_inner());
     if all.is_empty() {
         return;
     }
     const MIB: f64 = (1u64 << 20) as f64;
-    println!("\nI/O report (all timed iterations, warm-up included; device counters from /proc/diskstats):");
+    println!("\nI/O report (every timed iteration, warm-up included; executor thread from schedstat; device from /proc/diskstats):");
     println!(
-        "{:<44} {:>9} {:>10} {:>11} {:>10} {:>11} {:>10}",
-        "case", "GiB", "MiB/s", "req/MiB", "KiB/req", "flush/MiB", "KiB/flush"
+        "{:<48} {:>5} {:>9} {:>6} {:>6} {:>8} {:>8} {:>9} {:>9}",
+        "case", "iters", "MiB/s", "cpu%", "runq%", "req/MiB", "KiB/req", "flush/MiB", "KiB/flush"
     );
     for (id, t) in all.iter() {
         let mib = t.bytes as f64 / MIB;
-        let secs = t.time.as_secs_f64().max(1e-9);
-        let (reqs, sectors) = if t.disk.writes > 0 { (t.disk.writes, t.disk.sectors_written) } else { (t.disk.reads, t.disk.sectors_read) };
+        let secs = t.wall.as_secs_f64().max(1e-9);
+        let (reqs, sectors) = if t.disk.sectors_written >= t.disk.sectors_read {
+            (t.disk.writes, t.disk.sectors_written)
+        } else {
+            (t.disk.reads, t.disk.sectors_read)
+        };
         let kib_per_req = if reqs > 0 { sectors as f64 * 512.0 / 1024.0 / reqs as f64 } else { 0.0 };
         let kib_per_flush = if t.disk.flushes > 0 { t.bytes as f64 / 1024.0 / t.disk.flushes as f64 } else { 0.0 };
         println!(
-            "{:<44} {:>9.2} {:>10.1} {:>11.2} {:>10.1} {:>11.2} {:>10.1}",
+            "{:<48} {:>5} {:>9.1} {:>6.1} {:>6.1} {:>8.2} {:>8.1} {:>9.2} {:>9.1}",
             id,
-            mib / 1024.0,
+            t.iterations,
             mib / secs,
+            100.0 * t.on_cpu.as_secs_f64() / secs,
+            100.0 * t.runqueue_wait.as_secs_f64() / secs,
             reqs as f64 / mib,
             kib_per_req,
             t.disk.flushes as f64 / mib,
