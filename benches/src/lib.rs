@@ -92,6 +92,10 @@ where
     T: Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
+    // The same allocator settings as the shard-server binary, for the raw
+    // baselines and the engine alike.
+    static TUNE: std::sync::Once = std::sync::Once::new();
+    TUNE.call_once(ddc_engine::tune_allocator);
     glommio::LocalExecutorBuilder::default()
         .io_memory(io_memory_bytes())
         .spawn(f)

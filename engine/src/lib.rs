@@ -45,6 +45,18 @@ pub mod storage;
 pub mod stream;
 
 pub use config::LogConfig;
+
+/// Keep the direct-I/O write buffers (1 MiB by default) and request payloads
+/// in malloc's heap instead of fresh mmaps: mapping, faulting in and
+/// unmapping them on every flush cost a quarter of the CPU under load (TLB
+/// shootdowns included). Call once at process start, before other threads.
+pub fn tune_allocator() {
+    // SAFETY: mallopt only adjusts glibc allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
 pub use engine::{owner_core, Engine};
 pub use error::{EngineError, Result};
 pub use stream::{ReadOut, Stream};

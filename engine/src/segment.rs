@@ -48,8 +48,11 @@ pub struct Segment<S: Storage> {
     pub seal: Cell<Option<SealManifest>>,
     pub created_ms: u64,
     file: RefCell<Option<Rc<S::File>>>,
-    /// BLAKE3 state over the file's bytes `[0, hashed_to)`, fed as data becomes durable.
+    /// BLAKE3 state over the file's bytes `[0, hashed_to)`, fed as data is written.
     hash: RefCell<(blake3::Hasher, u64)>,
+    /// Hash tasks spawned and not yet run; sealing waits for none.
+    hash_pending: Cell<usize>,
+    hash_idle: crate::signal::Signal,
 }
 
 impl<S: Storage> Segment<S> {
@@ -64,7 +67,29 @@ impl<S: Storage> Segment<S> {
             created_ms,
             file: RefCell::new(None),
             hash: RefCell::new((blake3::Hasher::new(), 0)),
+            hash_pending: Cell::new(0),
+            hash_idle: crate::signal::Signal::default(),
         }
+    }
+
+    /// Hash written runs on a separate task, so the hashing overlaps the
+    /// flusher's next fdatasync and writes instead of delaying them. The
+    /// tasks never await, so they run whole and in spawn order.
+    pub fn hash_in_background(self: &Rc<Self>, runs: Vec<(u64, Rc<S::Buf>, usize)>) {
+        use crate::storage::IoBuf;
+        self.hash_pending.set(self.hash_pending.get() + 1);
+        let seg = self.clone();
+        glommio::spawn_local(async move {
+            seg.hash_written(runs.iter().map(|(start, buf, len)| (*start, &buf.as_slice()[..*len])));
+            seg.hash_pending.set(seg.hash_pending.get() - 1);
+            seg.hash_idle.notify();
+        })
+        .detach();
+    }
+
+    /// Wait until every spawned hash task has run.
+    pub async fn hash_settled(&self) {
+        self.hash_idle.wait_for(|| (self.hash_pending.get() == 0).then_some(())).await;
     }
 
     /// Feed newly durable bytes `(file position, bytes)` to the segment hash;

@@ -511,6 +511,7 @@ impl<S: Storage> Stream<S> {
         }
         self.written_offset.set(self.written_offset.get().max(work.end_offset));
         self.progress.notify();
+        work.seg.hash_in_background(written);
         file.sync_data().await.map_err(|e| EngineError::io(format!("fdatasync {}", work.seg.path.display()), &e))?;
         work.seg.durable_len.set(work.end);
         work.seg.durable_next_offset.set(work.end_offset);
@@ -520,8 +521,6 @@ impl<S: Storage> Stream<S> {
             w.unflushed_bytes -= work.bytes;
         }
         self.progress.notify();
-        // Hash after the acks are out: it is off the latency path of this group.
-        work.seg.hash_written(written.iter().map(|(start, buf, len)| (*start, &buf.as_slice()[..*len])));
         if seal_after {
             self.seal(&work.seg, &file, work.end, work.end_offset, work.batch_count).await?;
         }
@@ -753,6 +752,7 @@ pub(crate) async fn write_seal<S: Storage>(
     let ctx = |what: &str, e: &std::io::Error| EngineError::io(format!("{what} {}", seg.path.display()), e);
     file.truncate(align_up(data_len, BLOCK_BYTES)).await.map_err(|e| ctx("truncate", &e))?;
     file.sync_data().await.map_err(|e| ctx("fdatasync", &e))?;
+    seg.hash_settled().await;
     let root = seg.finish_hash(data_len);
     let index = encode_index(&seg.index.borrow());
     let idx = index_path(dir, seg.base_offset);

@@ -40,7 +40,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tune_allocator();
+    ddc_engine::tune_allocator();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -70,16 +70,4 @@ fn main() -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone()).context("install signal handler")?;
     }
     shard_server::node::run(config, stop)
-}
-
-/// Keep the 1 MiB direct-I/O buffers and request payloads in malloc's heap
-/// instead of fresh mmaps: mapping, faulting in and unmapping them on every
-/// flush cost a quarter of the CPU under load (TLB shootdowns included).
-fn tune_allocator() {
-    // SAFETY: mallopt only adjusts glibc allocator parameters; it is called
-    // before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-    }
 }
