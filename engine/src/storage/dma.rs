@@ -85,6 +85,22 @@ impl Storage for DmaStorage {
     async fn init(&self, data_dir: &Path) -> io::Result<()> {
         // One probe file per executor thread: cores start at the same moment.
         let probe = data_dir.join(format!(".direct-io-probe-{}-{:?}", std::process::id(), std::thread::current().id()));
+        // Probe files of nodes that died mid-start: their pid no longer runs.
+        let dir = data_dir.to_owned();
+        blocking(move || {
+            for entry in std::fs::read_dir(&dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = name.strip_prefix(".direct-io-probe-").and_then(|rest| rest.split('-').next());
+                if let Some(pid) = pid {
+                    if pid != std::process::id().to_string() && !Path::new("/proc").join(pid).exists() {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+        .or_else(|e: io::Error| if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) })?;
         let path = probe.clone();
         blocking(move || {
             std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
