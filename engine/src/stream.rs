@@ -677,6 +677,15 @@ impl<S: Storage> Stream<S> {
                     pos = batch_pos;
                     continue 'reading;
                 }
+                // A batch wholly before the requested offset is only stepped
+                // over: its header checksum already vouches for its length, so
+                // a damaged body there does not hide the intact batches after it.
+                let skipped = header.next_offset() <= offset;
+                if skipped {
+                    expected_base = Some(header.next_offset());
+                    at += len;
+                    continue;
+                }
                 if let Err(e) = header.verify_body(&bytes[at + BATCH_HEADER_BYTES..at + len]) {
                     if out.batches.is_empty() {
                         return Err(corrupted(batch_pos, batch_pos + len as u64, e.to_string()));

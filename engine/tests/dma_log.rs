@@ -131,3 +131,45 @@ fn bad_requests_are_refused_without_side_effects() {
         engine.close().await;
     });
 }
+
+/// Regression (found by the simulated-disk tests): a damaged batch in a sealed
+/// segment made the intact batches after it unreadable up to the next index
+/// entry, because the reader checked the body of every batch it stepped over.
+#[test]
+fn damaged_batch_hides_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let engine = Engine::open(DmaStorage::new(), small_config(&path), 0, 1).await.unwrap();
+        let (stream, _) = engine.stream_or_create("d").unwrap();
+        for i in 0..8u64 {
+            let body = encode_records([format!("r{i}").as_bytes()]);
+            stream.append(&body, 1, AckLevel::Durable).await.unwrap();
+        }
+        stream.roll_now();
+        stream.append(&encode_records([b"next".as_slice()]), 1, AckLevel::Durable).await.unwrap();
+        engine.close().await;
+
+        // Flip one body byte of the batch holding offset 3.
+        let file = path.join("streams/d/00000000000000000000.log");
+        let mut bytes = std::fs::read(&file).unwrap();
+        let mut pos = ddc_formats::segment::SEGMENT_HEADER_BYTES;
+        for b in batches(&bytes[pos..]).take(3) {
+            pos += b.unwrap().header.batch_len();
+        }
+        bytes[pos + ddc_formats::batch::BATCH_HEADER_BYTES + 2] ^= 0x40;
+        std::fs::write(&file, &bytes).unwrap();
+
+        let engine = Engine::open(DmaStorage::new(), small_config(&path), 0, 1).await.unwrap();
+        let stream = engine.stream("d").unwrap();
+        assert!(matches!(stream.read(3, 1 << 20).await, Err(EngineError::Corrupted { .. })));
+        let after = stream.read(4, 1 << 20).await.unwrap();
+        let first = batches(&after.batches).next().unwrap().unwrap();
+        assert_eq!(first.header.base_offset, 4);
+        assert_eq!(first.records().next().unwrap().1, b"r4");
+        // Reading from before the damage returns the good prefix, then stops at it.
+        let before = stream.read(0, 1 << 20).await.unwrap();
+        assert_eq!(batches(&before.batches).count(), 3);
+        engine.close().await;
+    });
+}
