@@ -35,6 +35,8 @@
 //! }).unwrap().join().unwrap();
 //! ```
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod config;
 pub mod engine;
 pub mod error;

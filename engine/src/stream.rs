@@ -461,7 +461,7 @@ impl<S: Storage> Stream<S> {
         self.ensure_dir().await?;
         let ctx = |what: &str| format!("{what} {}", seg.path.display());
         let file = self.storage.create_file(&seg.path).await.map_err(|e| EngineError::io(ctx("create"), &e))?;
-        assert!(BLOCK_BYTES % file.alignment() == 0, "device block size {} does not divide {BLOCK_BYTES}", file.alignment());
+        assert!(BLOCK_BYTES.is_multiple_of(file.alignment()), "device block size {} does not divide {BLOCK_BYTES}", file.alignment());
         if self.config.preallocate {
             file.preallocate(self.config.segment_bytes_max).await.map_err(|e| EngineError::io(ctx("preallocate"), &e))?;
         }

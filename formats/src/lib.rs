@@ -28,6 +28,8 @@
 //! parsed.verify_body(&batch[BATCH_HEADER_BYTES..]).unwrap();
 //! ```
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod batch;
 pub mod client;
 mod error;
@@ -38,6 +40,7 @@ pub mod segment;
 
 #[allow(
     clippy::all,
+    clippy::unwrap_used,
     unsafe_op_in_unsafe_fn,
     mismatched_lifetime_syntaxes,
     missing_docs,
