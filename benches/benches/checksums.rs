@@ -21,7 +21,9 @@ fn bench_checksums(c: &mut Criterion) {
         } else {
             g.sample_size(30).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
         }
-        g.bench_with_input(BenchmarkId::from_parameter("crc32fast"), &data, |b, d| b.iter(|| crc32fast::hash(black_box(d))));
+        g.bench_with_input(BenchmarkId::from_parameter("crc32fast"), &data, |b, d| {
+            b.iter(|| crc32fast::hash(black_box(d)))
+        });
         g.bench_with_input(BenchmarkId::from_parameter("blake3"), &data, |b, d| b.iter(|| blake3::hash(black_box(d))));
         g.bench_with_input(BenchmarkId::from_parameter("blake3_512KiB_updates"), &data, |b, d| {
             b.iter(|| {

@@ -110,7 +110,8 @@ const BLOCK: u64 = 4096;
 /// Write `batches` copies of `batch` as `case` says; time from the first write to the final fdatasync.
 async fn raw_write(id: &str, dir: &Path, batch: Rc<Vec<u8>>, batches: u64, case: RawCase) -> Duration {
     let path = dir.join("raw.log");
-    let file = OpenOptions::new().read(true).write(true).create_new(true).dma_open(&path).await.expect("create raw file");
+    let file =
+        OpenOptions::new().read(true).write(true).create_new(true).dma_open(&path).await.expect("create raw file");
     let total = batch.len() as u64 * batches;
     match case {
         RawCase::Stream { sync_every } => {
@@ -276,12 +277,30 @@ fn bench_append(c: &mut Criterion) {
     let mut engine_cases = vec![EngineCase { tasks: 8, records, ack: AckLevel::Durable }];
     if sweep_enabled() {
         raw_cases.extend([
-            ("groups_of_1_fdatasync", RawCase::Groups { batches: 1, prep: Prep::Fallocate, heap: false, blake3: false }),
-            ("groups_of_32_fdatasync", RawCase::Groups { batches: 32, prep: Prep::Fallocate, heap: false, blake3: false }),
-            ("groups_of_8_fdatasync_plain_file", RawCase::Groups { batches: 8, prep: Prep::Plain, heap: false, blake3: false }),
-            ("groups_of_8_fdatasync_zeroed_file", RawCase::Groups { batches: 8, prep: Prep::Zeroed, heap: false, blake3: false }),
-            ("groups_of_8_fdatasync_heap_buffers", RawCase::Groups { batches: 8, prep: Prep::Fallocate, heap: true, blake3: false }),
-            ("groups_of_8_fdatasync_heap_buffers_blake3", RawCase::Groups { batches: 8, prep: Prep::Fallocate, heap: true, blake3: true }),
+            (
+                "groups_of_1_fdatasync",
+                RawCase::Groups { batches: 1, prep: Prep::Fallocate, heap: false, blake3: false },
+            ),
+            (
+                "groups_of_32_fdatasync",
+                RawCase::Groups { batches: 32, prep: Prep::Fallocate, heap: false, blake3: false },
+            ),
+            (
+                "groups_of_8_fdatasync_plain_file",
+                RawCase::Groups { batches: 8, prep: Prep::Plain, heap: false, blake3: false },
+            ),
+            (
+                "groups_of_8_fdatasync_zeroed_file",
+                RawCase::Groups { batches: 8, prep: Prep::Zeroed, heap: false, blake3: false },
+            ),
+            (
+                "groups_of_8_fdatasync_heap_buffers",
+                RawCase::Groups { batches: 8, prep: Prep::Fallocate, heap: true, blake3: false },
+            ),
+            (
+                "groups_of_8_fdatasync_heap_buffers_blake3",
+                RawCase::Groups { batches: 8, prep: Prep::Fallocate, heap: true, blake3: true },
+            ),
             ("stream_sync_every_8", RawCase::Stream { sync_every: Some(8) }),
         ]);
         for tasks in [1, 2, 32] {
@@ -325,7 +344,10 @@ fn bench_append(c: &mut Criterion) {
     if sweep_enabled() {
         // Batch size at 8 appenders: same bytes, different records per append.
         let mut g = c.benchmark_group("append_batch_size");
-        g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_secs(2));
+        g.sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_millis(1))
+            .measurement_time(Duration::from_secs(2));
         for records in [16usize, 256] {
             let one_batch = batch_bytes(records, RECORD_LEN) as u64;
             let batches = (bench_bytes() / one_batch).max(1);
@@ -385,9 +407,18 @@ fn paired(rounds: usize) {
         ("groups_of_8_fdatasync", RawCase::Groups { batches: 8, prep: Prep::Fallocate, heap: false, blake3: false }),
     ];
     if sweep_enabled() {
-        raw.push(("groups_of_8_fdatasync_heap_buffers", RawCase::Groups { batches: 8, prep: Prep::Fallocate, heap: true, blake3: false }));
-        raw.push(("groups_of_8_fdatasync_heap_buffers_blake3", RawCase::Groups { batches: 8, prep: Prep::Fallocate, heap: true, blake3: true }));
-        raw.push(("groups_of_8_fdatasync_zeroed_file", RawCase::Groups { batches: 8, prep: Prep::Zeroed, heap: false, blake3: false }));
+        raw.push((
+            "groups_of_8_fdatasync_heap_buffers",
+            RawCase::Groups { batches: 8, prep: Prep::Fallocate, heap: true, blake3: false },
+        ));
+        raw.push((
+            "groups_of_8_fdatasync_heap_buffers_blake3",
+            RawCase::Groups { batches: 8, prep: Prep::Fallocate, heap: true, blake3: true },
+        ));
+        raw.push((
+            "groups_of_8_fdatasync_zeroed_file",
+            RawCase::Groups { batches: 8, prep: Prep::Zeroed, heap: false, blake3: false },
+        ));
     }
     let engine_case = EngineCase { tasks: 8, records, ack: AckLevel::Durable };
     println!("paired rounds, {} MiB each; MiB/s (engine = engine/durable/8tasks_64x1KiB):", bytes >> 20);
@@ -434,7 +465,9 @@ fn paired(rounds: usize) {
 }
 
 fn main() {
-    if let Some(rounds) = std::env::var("DDC_BENCH_PAIRED").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0) {
+    if let Some(rounds) =
+        std::env::var("DDC_BENCH_PAIRED").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0)
+    {
         paired(rounds);
     } else {
         benches();

@@ -101,7 +101,10 @@ impl Fixture {
             .collect();
         files.sort();
         assert!(!files.is_empty(), "no segment files in {}", stream_dir.display());
-        assert!(dir.path().join("streams").join(STREAM).join("00000000000000000000.seal").exists(), "segment was not sealed");
+        assert!(
+            dir.path().join("streams").join(STREAM).join("00000000000000000000.seal").exists(),
+            "segment was not sealed"
+        );
         Fixture { dir, bytes: total_batches * one_batch, records, files }
     }
 }

@@ -57,7 +57,10 @@ pub const IO_MEMORY_BYTES: usize = 1 << 20;
 
 /// Registered memory for the benches' executors: `$DDC_BENCH_IO_MEMORY_KIB` KiB, else [`IO_MEMORY_BYTES`].
 pub fn io_memory_bytes() -> usize {
-    std::env::var("DDC_BENCH_IO_MEMORY_KIB").ok().and_then(|v| v.parse::<usize>().ok()).map_or(IO_MEMORY_BYTES, |kib| kib << 10)
+    std::env::var("DDC_BENCH_IO_MEMORY_KIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(IO_MEMORY_BYTES, |kib| kib << 10)
 }
 
 /// Directory for the disk benches' temporary files: `$DDC_BENCH_DIR`, else the workspace `target/`.
@@ -186,7 +189,13 @@ impl DiskCounters {
                 continue;
             }
             let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            return Some(DiskCounters { reads: n(3), sectors_read: n(5), writes: n(7), sectors_written: n(9), flushes: n(18) });
+            return Some(DiskCounters {
+                reads: n(3),
+                sectors_read: n(5),
+                writes: n(7),
+                sectors_written: n(9),
+                flushes: n(18),
+            });
         }
         None
     }

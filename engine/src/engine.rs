@@ -31,19 +31,6 @@ pub fn owner_core(name: &str, cores: usize) -> usize {
     (h % cores as u64) as usize
 }
 
-#[cfg(test)]
-mod tests {
-    use super::owner_core;
-
-    #[test]
-    fn ownership_is_stable_and_spread() {
-        // Golden values: changing the hash moves streams between cores on upgrade.
-        assert_eq!((0..8).map(|i| owner_core(&format!("bench-{i}"), 2)).collect::<Vec<_>>(), [0, 1, 0, 0, 0, 0, 0, 1]);
-        let on_zero = (0..1000).filter(|i| owner_core(&format!("s{i}"), 2) == 0).count();
-        assert!((400..600).contains(&on_zero), "{on_zero}");
-    }
-}
-
 /// The streams owned by one executor. Not `Send`: it lives on its core.
 pub struct Engine<S: Storage> {
     storage: S,
@@ -179,5 +166,18 @@ impl<S: Storage> Engine<S> {
         for stream in streams {
             stream.close().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_core;
+
+    #[test]
+    fn ownership_is_stable_and_spread() {
+        // Golden values: changing the hash moves streams between cores on upgrade.
+        assert_eq!((0..8).map(|i| owner_core(&format!("bench-{i}"), 2)).collect::<Vec<_>>(), [0, 1, 0, 0, 0, 0, 0, 1]);
+        let on_zero = (0..1000).filter(|i| owner_core(&format!("s{i}"), 2) == 0).count();
+        assert!((400..600).contains(&on_zero), "{on_zero}");
     }
 }

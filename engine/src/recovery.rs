@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use ddc_formats::batch::{BatchHeader, BATCH_HEADER_BYTES, BATCH_MAGIC};
-use ddc_formats::segment::{decode_index, encode_index, IndexEntry, RecoveryPoint, SealManifest, SegmentHeader, SEGMENT_HEADER_BYTES};
+use ddc_formats::segment::{
+    decode_index, encode_index, IndexEntry, RecoveryPoint, SealManifest, SegmentHeader, SEGMENT_HEADER_BYTES,
+};
 
 use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
@@ -38,7 +40,12 @@ pub struct ScanOutcome {
 }
 
 /// Scan a segment file from its header, up to `limit` bytes (or the file size).
-pub async fn scan_segment<F: StorageFile>(file: &F, base: u64, limit: Option<u64>, index_interval_bytes: u64) -> Result<ScanOutcome> {
+pub async fn scan_segment<F: StorageFile>(
+    file: &F,
+    base: u64,
+    limit: Option<u64>,
+    index_interval_bytes: u64,
+) -> Result<ScanOutcome> {
     let io = |what: &str, e: std::io::Error| EngineError::io(format!("scan segment {base}: {what}"), &e);
     let file_size = file.size().await.map_err(|e| io("size", e))?;
     let end = limit.unwrap_or(file_size).min(file_size);
@@ -80,7 +87,8 @@ pub async fn scan_segment<F: StorageFile>(file: &F, base: u64, limit: Option<u64
                 let read_from = buf_pos + buf.len() as u64;
                 if read_from >= end {
                     if pos < end {
-                        outcome.stop_reason = Some(format!("partial batch at {pos}: {} bytes before end {end}", end - pos));
+                        outcome.stop_reason =
+                            Some(format!("partial batch at {pos}: {} bytes before end {end}", end - pos));
                     }
                     return Ok(outcome);
                 }
@@ -114,7 +122,8 @@ pub async fn scan_segment<F: StorageFile>(file: &F, base: u64, limit: Option<u64
             return Ok(outcome);
         }
         if header.base_offset != outcome.next_offset {
-            outcome.stop_reason = Some(format!("at {pos}: batch claims offset {}, expected {}", header.base_offset, outcome.next_offset));
+            outcome.stop_reason =
+                Some(format!("at {pos}: batch claims offset {}, expected {}", header.base_offset, outcome.next_offset));
             return Ok(outcome);
         }
         outcome.hasher.update(batch);
@@ -138,7 +147,13 @@ pub async fn scan_segment<F: StorageFile>(file: &F, base: u64, limit: Option<u64
 /// Is there a valid batch (at or beyond `expected_offset`) further than
 /// `window` bytes past `stop`? If so, the bytes at `stop` were once synced
 /// and the damage is corruption, not a torn tail.
-async fn valid_batch_beyond<F: StorageFile>(file: &F, stop: u64, file_size: u64, window: u64, expected_offset: u64) -> Result<Option<u64>> {
+async fn valid_batch_beyond<F: StorageFile>(
+    file: &F,
+    stop: u64,
+    file_size: u64,
+    window: u64,
+    expected_offset: u64,
+) -> Result<Option<u64>> {
     let mut pos = stop.saturating_add(window);
     while pos + BATCH_HEADER_BYTES as u64 <= file_size {
         let want = (SCAN_CHUNK_BYTES as u64 + BATCH_HEADER_BYTES as u64).min(file_size - pos) as usize;
@@ -227,32 +242,45 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
         let last = i + 1 == bases.len();
         if let Some(expected) = expected_next {
             if base != expected {
-                return Err(corrupted(base, 0, 0, format!("segment starts at offset {base}, previous one ends at {expected}")));
+                return Err(corrupted(
+                    base,
+                    0,
+                    0,
+                    format!("segment starts at offset {base}, previous one ends at {expected}"),
+                ));
             }
         }
-        let seal = match storage.read_small(&seal_path(&dir, base)).await.map_err(|e| io(format!("read seal {base}"), e))? {
-            Some(bytes) => match SealManifest::decode(&bytes) {
-                Ok(m) if m.base_offset == base => Some(m),
-                Ok(_) | Err(_) => {
-                    tracing::warn!(stream = name, base, "seal manifest unreadable; rescanning the segment");
-                    None
-                }
-            },
-            None => None,
-        };
+        let seal =
+            match storage.read_small(&seal_path(&dir, base)).await.map_err(|e| io(format!("read seal {base}"), e))? {
+                Some(bytes) => match SealManifest::decode(&bytes) {
+                    Ok(m) if m.base_offset == base => Some(m),
+                    Ok(_) | Err(_) => {
+                        tracing::warn!(stream = name, base, "seal manifest unreadable; rescanning the segment");
+                        None
+                    }
+                },
+                None => None,
+            };
         if let Some(manifest) = seal {
             let seg = Rc::new(Segment::new(&dir, base, manifest.sealed_ms));
             seg.seal.set(Some(manifest));
             seg.durable_len.set(manifest.data_len);
             seg.durable_next_offset.set(manifest.next_offset);
-            let index = match storage.read_small(&index_path(&dir, base)).await.map_err(|e| io(format!("read index {base}"), e))? {
+            let index = match storage
+                .read_small(&index_path(&dir, base))
+                .await
+                .map_err(|e| io(format!("read index {base}"), e))?
+            {
                 Some(bytes) => decode_index(&bytes).ok(),
                 None => None,
             };
             let index = match index {
                 Some(index) => index,
                 None => {
-                    let file = storage.open_file(&seg.path).await.map_err(|e| io(format!("open {}", seg.path.display()), e))?;
+                    let file = storage
+                        .open_file(&seg.path)
+                        .await
+                        .map_err(|e| io(format!("open {}", seg.path.display()), e))?;
                     let scan = scan_segment(&file, base, Some(manifest.data_len), config.index_interval_bytes).await?;
                     if scan.valid_end != manifest.data_len {
                         tracing::error!(stream = name, base, at = scan.valid_end, reason = ?scan.stop_reason, "sealed segment is damaged; reads of the damaged range will fail");
@@ -276,7 +304,10 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
             }
             continue;
         }
-        let file = storage.open_file(&crate::segment::log_path(&dir, base)).await.map_err(|e| io(format!("open segment {base}"), e))?;
+        let file = storage
+            .open_file(&crate::segment::log_path(&dir, base))
+            .await
+            .map_err(|e| io(format!("open segment {base}"), e))?;
         let scan = scan_segment(&file, base, None, config.index_interval_bytes).await?;
         // Bytes of this segment a recovery point proves were durable (and so acknowledged).
         let proven_durable = recovery_point.filter(|rp| rp.segment_base == base).map_or(0, |rp| rp.durable_len);
@@ -286,7 +317,10 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
                 // Created, but its first flush never completed: nothing in it was acknowledged.
                 tracing::warn!(stream = name, base, reason = ?scan.stop_reason, "removing segment file whose first write did not complete");
                 drop(file);
-                storage.remove_file(&crate::segment::log_path(&dir, base)).await.map_err(|e| io(format!("remove segment {base}"), e))?;
+                storage
+                    .remove_file(&crate::segment::log_path(&dir, base))
+                    .await
+                    .map_err(|e| io(format!("remove segment {base}"), e))?;
                 storage.sync_dir(&dir).await.map_err(|e| io(format!("fsync {}", dir.display()), e))?;
                 let fresh = Rc::new(Segment::new(&dir, base, crate::stream::now_ms()));
                 segments.insert(base, fresh.clone());
@@ -298,7 +332,10 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
                 base,
                 0,
                 SEGMENT_HEADER_BYTES as u64,
-                format!("{} (the segment holds data, so this is not an interrupted creation)", scan.stop_reason.unwrap_or_default()),
+                format!(
+                    "{} (the segment holds data, so this is not an interrupted creation)",
+                    scan.stop_reason.unwrap_or_default()
+                ),
             ));
         };
         // The block holding the end of the valid data: its bytes past the end
@@ -309,22 +346,37 @@ pub async fn open_stream<S: Storage>(name: &str, storage: &S, config: &Rc<LogCon
             .await
             .map_err(|e| io(format!("read tail of segment {base}"), e))?;
         let keep = (scan.valid_end - block_start) as usize;
-        let dirty_tail = scan.file_size > align_up(scan.valid_end, BLOCK_BYTES) || block.get(keep..).is_some_and(|rest| rest.iter().any(|&b| b != 0));
+        let dirty_tail = scan.file_size > align_up(scan.valid_end, BLOCK_BYTES)
+            || block.get(keep..).is_some_and(|rest| rest.iter().any(|&b| b != 0));
         if scan.valid_end < proven_durable {
             let stop = scan.stop_reason.clone().unwrap_or_else(|| "the file ends".into());
-            return Err(corrupted(base, scan.valid_end, proven_durable, format!("{stop}; the recovery point proves {proven_durable} bytes were durable")));
+            return Err(corrupted(
+                base,
+                scan.valid_end,
+                proven_durable,
+                format!("{stop}; the recovery point proves {proven_durable} bytes were durable"),
+            ));
         }
         if dirty_tail {
             let stop = scan.stop_reason.clone().unwrap_or_default();
             if !last {
-                return Err(corrupted(base, scan.valid_end, scan.file_size, format!("{stop}; a later segment exists, so this one was fully synced")));
+                return Err(corrupted(
+                    base,
+                    scan.valid_end,
+                    scan.file_size,
+                    format!("{stop}; a later segment exists, so this one was fully synced"),
+                ));
             }
-            if let Some(at) = valid_batch_beyond(&file, scan.valid_end, scan.file_size, window, scan.next_offset).await? {
+            if let Some(at) =
+                valid_batch_beyond(&file, scan.valid_end, scan.file_size, window, scan.next_offset).await?
+            {
                 return Err(corrupted(
                     base,
                     scan.valid_end,
                     at,
-                    format!("{stop}; a valid batch follows at {at}, beyond the flush window, so this is not a torn tail"),
+                    format!(
+                        "{stop}; a valid batch follows at {at}, beyond the flush window, so this is not a torn tail"
+                    ),
                 ));
             }
             tracing::warn!(

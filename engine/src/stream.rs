@@ -34,10 +34,7 @@ use crate::storage::{align_down, align_up, IoBuf, Storage, StorageFile};
 pub const BLOCK_BYTES: u64 = 4096;
 
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A buffer of bytes destined for file positions `[start, start + len)`.
@@ -87,7 +84,13 @@ impl<S: Storage> SegWriter<S> {
     }
 
     /// A writer that continues a recovered segment whose first `end` bytes are durable.
-    pub(crate) fn resume(seg: Rc<Segment<S>>, end: u64, end_offset: u64, batch_count: u64, tail_block: Vec<u8>) -> SegWriter<S> {
+    pub(crate) fn resume(
+        seg: Rc<Segment<S>>,
+        end: u64,
+        end_offset: u64,
+        batch_count: u64,
+        tail_block: Vec<u8>,
+    ) -> SegWriter<S> {
         assert_eq!(tail_block.len() as u64, end - align_down(end, BLOCK_BYTES));
         let last_index_pos = seg.index.borrow().last().map(|e| e.position);
         SegWriter {
@@ -157,7 +160,14 @@ impl<S: Storage> SegWriter<S> {
         let bytes = (self.end - self.taken_end) as usize;
         self.taken_end = self.end;
         self.taken_offset = self.end_offset;
-        FlushWork { seg: self.seg.clone(), chunks, end: self.end, end_offset: self.end_offset, bytes, batch_count: self.batch_count }
+        FlushWork {
+            seg: self.seg.clone(),
+            chunks,
+            end: self.end,
+            end_offset: self.end_offset,
+            bytes,
+            batch_count: self.batch_count,
+        }
     }
 }
 
@@ -269,6 +279,10 @@ pub struct Stream<S: Storage> {
 
 impl<S: Storage> Stream<S> {
     /// Build a stream from recovered state and start its flusher.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "crate-internal constructor called from two places with recovered state"
+    )]
     pub(crate) fn start(
         name: String,
         dir: PathBuf,
@@ -395,15 +409,7 @@ impl<S: Storage> Stream<S> {
             _ => &self.high_watermark,
         };
         self.progress
-            .wait_for(|| {
-                if acked.get() >= end_offset {
-                    Some(Ok(base))
-                } else if let Some(e) = self.fenced_error() {
-                    Some(Err(e))
-                } else {
-                    None
-                }
-            })
+            .wait_for(|| if acked.get() >= end_offset { Some(Ok(base)) } else { self.fenced_error().map(Err) })
             .await
     }
 
@@ -421,7 +427,8 @@ impl<S: Storage> Stream<S> {
             return;
         }
         let mut w = self.w.borrow_mut();
-        if w.active.batch_count > 0 && now_ms.saturating_sub(w.active.seg.created_ms) >= self.config.segment_age_max_ms {
+        if w.active.batch_count > 0 && now_ms.saturating_sub(w.active.seg.created_ms) >= self.config.segment_age_max_ms
+        {
             self.roll(&mut w);
             drop(w);
             self.work.notify();
@@ -447,7 +454,10 @@ impl<S: Storage> Stream<S> {
         if self.dir_durable.get() {
             return Ok(());
         }
-        self.storage.create_dir_all(&self.dir).await.map_err(|e| EngineError::io(format!("create {}", self.dir.display()), &e))?;
+        self.storage
+            .create_dir_all(&self.dir)
+            .await
+            .map_err(|e| EngineError::io(format!("create {}", self.dir.display()), &e))?;
         let parent = self.config.streams_dir();
         self.storage.sync_dir(&parent).await.map_err(|e| EngineError::io(format!("fsync {}", parent.display()), &e))?;
         self.dir_durable.set(true);
@@ -461,9 +471,15 @@ impl<S: Storage> Stream<S> {
         self.ensure_dir().await?;
         let ctx = |what: &str| format!("{what} {}", seg.path.display());
         let file = self.storage.create_file(&seg.path).await.map_err(|e| EngineError::io(ctx("create"), &e))?;
-        assert!(BLOCK_BYTES.is_multiple_of(file.alignment()), "device block size {} does not divide {BLOCK_BYTES}", file.alignment());
+        assert!(
+            BLOCK_BYTES.is_multiple_of(file.alignment()),
+            "device block size {} does not divide {BLOCK_BYTES}",
+            file.alignment()
+        );
         if self.config.preallocate {
-            file.preallocate(self.config.segment_bytes_max).await.map_err(|e| EngineError::io(ctx("preallocate"), &e))?;
+            file.preallocate(self.config.segment_bytes_max)
+                .await
+                .map_err(|e| EngineError::io(ctx("preallocate"), &e))?;
         }
         // The header goes to disk, synced, before any batch is written: then a
         // damaged header next to a valid batch can only be corruption, never a
@@ -474,7 +490,10 @@ impl<S: Storage> Stream<S> {
         block.as_mut_slice()[..header.len()].copy_from_slice(&header);
         file.write_at(Rc::new(block), 0).await.map_err(|e| EngineError::io(ctx("write header of"), &e))?;
         file.sync_data().await.map_err(|e| EngineError::io(ctx("fdatasync"), &e))?;
-        self.storage.sync_dir(&self.dir).await.map_err(|e| EngineError::io(format!("fsync {}", self.dir.display()), &e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| EngineError::io(format!("fsync {}", self.dir.display()), &e))?;
         let file = Rc::new(file);
         seg.set_file(file.clone());
         Ok(file)
@@ -527,7 +546,14 @@ impl<S: Storage> Stream<S> {
         Ok(())
     }
 
-    async fn seal(&self, seg: &Segment<S>, file: &S::File, data_len: u64, next_offset: u64, batch_count: u64) -> Result<()> {
+    async fn seal(
+        &self,
+        seg: &Segment<S>,
+        file: &S::File,
+        data_len: u64,
+        next_offset: u64,
+        batch_count: u64,
+    ) -> Result<()> {
         write_seal(&self.storage, &self.dir, seg, file, data_len, next_offset, batch_count).await?;
         tracing::debug!(stream = %self.name, base = seg.base_offset, next_offset, data_len, "segment sealed");
         Ok(())
@@ -550,15 +576,13 @@ impl<S: Storage> Stream<S> {
     pub async fn write_recovery_point(&self) -> Result<()> {
         let open = {
             let segments = self.segments.borrow();
-            segments
-                .values()
-                .rev()
-                .find(|s| !s.is_sealed() && s.durable_next_offset.get() > s.base_offset)
-                .map(|s| RecoveryPoint {
+            segments.values().rev().find(|s| !s.is_sealed() && s.durable_next_offset.get() > s.base_offset).map(|s| {
+                RecoveryPoint {
                     segment_base: s.base_offset,
                     durable_len: s.durable_len.get(),
                     next_offset: s.durable_next_offset.get(),
-                })
+                }
+            })
         };
         let Some(point) = open else { return Ok(()) };
         if self.recovery_point.get() == Some((point.segment_base, point.durable_len)) {
@@ -587,10 +611,7 @@ impl<S: Storage> Stream<S> {
     /// Wait until data beyond `offset` is durable, up to `timeout`. True if there is.
     pub async fn wait_for_data(&self, offset: u64, timeout: Duration) -> bool {
         self.progress
-            .wait_for_timeout(
-                || (self.high_watermark.get() > offset || self.closing.get()).then_some(()),
-                timeout,
-            )
+            .wait_for_timeout(|| (self.high_watermark.get() > offset || self.closing.get()).then_some(()), timeout)
             .await
             .is_some()
             && self.high_watermark.get() > offset
@@ -708,7 +729,11 @@ impl<S: Storage> Stream<S> {
                 // Not even one batch header fits before the durable end: the
                 // durable length points into the middle of a batch.
                 if out.batches.is_empty() {
-                    return Err(corrupted(pos, end_limit, format!("{} bytes before the durable end do not hold a whole batch", end_limit - pos)));
+                    return Err(corrupted(
+                        pos,
+                        end_limit,
+                        format!("{} bytes before the durable end do not hold a whole batch", end_limit - pos),
+                    ));
                 }
                 break;
             }
@@ -766,7 +791,8 @@ pub(crate) async fn write_seal<S: Storage>(
     let index = encode_index(&seg.index.borrow());
     let idx = index_path(dir, seg.base_offset);
     storage.write_small_durably(&idx, &index).await.map_err(|e| ctx("write index for", &e))?;
-    let manifest = SealManifest { base_offset: seg.base_offset, next_offset, data_len, batch_count, sealed_ms: now_ms(), root };
+    let manifest =
+        SealManifest { base_offset: seg.base_offset, next_offset, data_len, batch_count, sealed_ms: now_ms(), root };
     let path = seal_path(dir, seg.base_offset);
     storage.write_small_durably(&path, &manifest.encode()).await.map_err(|e| ctx("write seal for", &e))?;
     seg.seal.set(Some(manifest));

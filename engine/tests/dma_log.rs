@@ -6,12 +6,7 @@ use ddc_formats::batch::{batches, encode_records};
 use ddc_formats::wire::AckLevel;
 
 fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-    glommio::LocalExecutorBuilder::default()
-        .io_memory(1 << 20)
-        .spawn(f)
-        .expect("executor")
-        .join()
-        .expect("join");
+    glommio::LocalExecutorBuilder::default().io_memory(1 << 20).spawn(f).expect("executor").join().expect("join");
 }
 
 fn small_config(dir: &std::path::Path) -> LogConfig {
@@ -123,7 +118,10 @@ fn bad_requests_are_refused_without_side_effects() {
         assert!(matches!(engine.stream_or_create("../etc"), Err(EngineError::InvalidStreamName(_))));
         assert!(matches!(engine.stream("nope"), Err(EngineError::UnknownStream(_))));
         let (stream, _) = engine.stream_or_create("v").unwrap();
-        assert!(matches!(stream.append(&[1, 0, 0, 0], 1, AckLevel::Durable).await, Err(EngineError::InvalidRecords(_))));
+        assert!(matches!(
+            stream.append(&[1, 0, 0, 0], 1, AckLevel::Durable).await,
+            Err(EngineError::InvalidRecords(_))
+        ));
         assert!(matches!(stream.append(&[], 0, AckLevel::Durable).await, Err(EngineError::InvalidRecords(_))));
         assert_eq!(stream.high_watermark(), 0);
         assert!(matches!(stream.read(1, 100).await, Err(EngineError::OffsetOutOfRange { .. })));

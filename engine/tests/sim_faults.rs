@@ -68,7 +68,10 @@ fn seeds(default_count: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("DDC_SIM_SEED") {
         return vec![s.trim().parse().expect("DDC_SIM_SEED must be a u64")];
     }
-    let n = std::env::var("DDC_SIM_SEEDS").ok().map(|v| v.trim().parse().expect("DDC_SIM_SEEDS must be a count")).unwrap_or(default_count);
+    let n = std::env::var("DDC_SIM_SEEDS")
+        .ok()
+        .map(|v| v.trim().parse().expect("DDC_SIM_SEEDS must be a count"))
+        .unwrap_or(default_count);
     (0..n).collect()
 }
 
@@ -267,19 +270,27 @@ impl Model {
             })
             .collect();
         let body = encode_records(recs.iter().map(|r| r.as_slice()));
-        self.sent.insert(id, Sent { stream: s, body: body.clone(), count, durable_ack: false, served: false, offset: None, dead: false });
+        self.sent.insert(
+            id,
+            Sent { stream: s, body: body.clone(), count, durable_ack: false, served: false, offset: None, dead: false },
+        );
         (id, body, count)
     }
 
     fn place(&mut self, s: usize, id: u64, base: u64, what: &str) -> Result<(), String> {
         let sent = self.sent.get_mut(&id).ok_or_else(|| format!("{what}: unknown batch id {id}"))?;
         match sent.offset {
-            Some(o) if o != base => return Err(format!("{what}: batch {id} at offset {base}, but it was given offset {o}")),
+            Some(o) if o != base => {
+                return Err(format!("{what}: batch {id} at offset {base}, but it was given offset {o}"))
+            }
             _ => sent.offset = Some(base),
         }
         match self.at[s].get(&base) {
             Some(&other) if other != id => {
-                return Err(format!("{what}: stream {} offset {base} holds batch {id}, but batch {other} was given that offset", STREAMS[s]))
+                return Err(format!(
+                    "{what}: stream {} offset {base} holds batch {id}, but batch {other} was given that offset",
+                    STREAMS[s]
+                ))
             }
             _ => {
                 self.at[s].insert(base, id);
@@ -300,7 +311,11 @@ impl Model {
         let id = batch_id(body).ok_or_else(|| format!("batch at {base} of {} is not one the test sent", STREAMS[s]))?;
         let sent = self.sent.get(&id).ok_or_else(|| format!("batch at {base} claims id {id}, never sent"))?;
         check!(sent.stream == s, "batch {id} sent to {} appears in {}", STREAMS[sent.stream], STREAMS[s]);
-        check!(sent.count == count && sent.body == body, "batch at {} offset {base} (id {id}) differs from what was sent", STREAMS[s]);
+        check!(
+            sent.count == count && sent.body == body,
+            "batch at {} offset {base} (id {id}) differs from what was sent",
+            STREAMS[s]
+        );
         check!(!sent.dead, "batch {id} at {} offset {base} reappeared after a recovery had dropped it", STREAMS[s]);
         self.place(s, id, base, "read")?;
         self.sent.get_mut(&id).expect("checked").served = true;
@@ -320,7 +335,8 @@ enum BatchSize {
 fn verify_read(model: &mut Model, s: usize, bytes: &[u8], offset: u64) -> Result<u64, String> {
     let mut next: Option<u64> = None;
     for b in batches(bytes) {
-        let b = b.map_err(|e| format!("read of {} at {offset} returned a batch failing its checksum: {e}", STREAMS[s]))?;
+        let b =
+            b.map_err(|e| format!("read of {} at {offset} returned a batch failing its checksum: {e}", STREAMS[s]))?;
         let h = b.header;
         match next {
             None => check!(
@@ -330,7 +346,12 @@ fn verify_read(model: &mut Model, s: usize, bytes: &[u8], offset: u64) -> Result
                 h.base_offset,
                 h.next_offset()
             ),
-            Some(n) => check!(h.base_offset == n, "read of {} at {offset}: batch at {} follows one ending at {n}", STREAMS[s], h.base_offset),
+            Some(n) => check!(
+                h.base_offset == n,
+                "read of {} at {offset}: batch at {} follows one ending at {n}",
+                STREAMS[s],
+                h.base_offset
+            ),
         }
         model.observe(s, h.base_offset, h.record_count, b.body)?;
         next = Some(h.next_offset());
@@ -339,15 +360,24 @@ fn verify_read(model: &mut Model, s: usize, bytes: &[u8], offset: u64) -> Result
 }
 
 /// Read the whole stream `0..hw` in random-sized reads; returns batches `(base, next, id)`.
-async fn read_all(stream: &Strm, model: &RefCell<Model>, s: usize, rng: &mut StdRng) -> Result<Vec<(u64, u64, u64)>, String> {
+async fn read_all(
+    stream: &Strm,
+    model: &RefCell<Model>,
+    s: usize,
+    rng: &mut StdRng,
+) -> Result<Vec<(u64, u64, u64)>, String> {
     let hw = stream.high_watermark();
     let mut out = Vec::new();
     let mut offset = 0;
     while offset < hw {
         let max = if rng.gen_bool(0.3) { rng.gen_range(1..200) } else { rng.gen_range(1000..40_000) };
-        let read = within(Duration::from_secs(10), || format!("read of {} at {offset}, max {max}", STREAMS[s]), stream.read(offset, max))
-            .await?
-            .map_err(|e| format!("read of {} at {offset} (hw {hw}): {e}", STREAMS[s]))?;
+        let read = within(
+            Duration::from_secs(10),
+            || format!("read of {} at {offset}, max {max}", STREAMS[s]),
+            stream.read(offset, max),
+        )
+        .await?
+        .map_err(|e| format!("read of {} at {offset} (hw {hw}): {e}", STREAMS[s]))?;
         let mut m = model.borrow_mut();
         let next = verify_read(&mut m, s, &read.batches, offset)?;
         for b in batches(&read.batches) {
@@ -364,7 +394,12 @@ async fn read_all(stream: &Strm, model: &RefCell<Model>, s: usize, rng: &mut Std
 
 /// After a reopen: check (a), (b), (c) for every stream and update the model.
 /// `exact_hw[s]`, when known, is the high watermark recovery must find.
-async fn verify_recovered(engine: &Eng, model: &RefCell<Model>, rng: &mut StdRng, exact_hw: &[Option<u64>]) -> Result<Vec<u64>, String> {
+async fn verify_recovered(
+    engine: &Eng,
+    model: &RefCell<Model>,
+    rng: &mut StdRng,
+    exact_hw: &[Option<u64>],
+) -> Result<Vec<u64>, String> {
     let mut hws = Vec::new();
     for (s, name) in STREAMS.iter().enumerate() {
         let stream = match engine.stream(name) {
@@ -375,7 +410,11 @@ async fn verify_recovered(engine: &Eng, model: &RefCell<Model>, rng: &mut StdRng
         let (hw, log) = match &stream {
             Some(st) => {
                 check!(st.log_start_offset() == 0, "stream {name}: log starts at {}", st.log_start_offset());
-                check!(st.fenced_reason().is_none(), "stream {name} is fenced right after recovery: {:?}", st.fenced_reason());
+                check!(
+                    st.fenced_reason().is_none(),
+                    "stream {name} is fenced right after recovery: {:?}",
+                    st.fenced_reason()
+                );
                 (st.high_watermark(), read_all(st, model, s, rng).await?)
             }
             None => (0, Vec::new()),
@@ -502,7 +541,9 @@ async fn worker(ctx: Rc<Ctx>, engine: Eng, streams: Vec<(usize, Strm)>, seed: u6
                 Err(e) => {
                     bump("append_errors", 1);
                     let ok = match (&e, ctx.tolerate.get()) {
-                        (EngineError::WritesFenced { .. }, _) => ctx.power_lost() || ctx.tolerate.get() != Tolerate::Nothing,
+                        (EngineError::WritesFenced { .. }, _) => {
+                            ctx.power_lost() || ctx.tolerate.get() != Tolerate::Nothing
+                        }
                         (EngineError::StorageFull(_), Tolerate::Fenced) => true,
                         _ => false,
                     };
@@ -551,8 +592,17 @@ async fn worker(ctx: Rc<Ctx>, engine: Eng, streams: Vec<(usize, Strm)>, seed: u6
 }
 
 /// Spawn `tasks` workers over `streams`.
-fn spawn_workers(ctx: &Rc<Ctx>, engine: &Eng, streams: &[(usize, Strm)], rng: &mut StdRng, tasks: usize, mix: impl Fn(&mut StdRng) -> Mix) -> Vec<glommio::Task<()>> {
-    (0..tasks).map(|_| glommio::spawn_local(worker(ctx.clone(), engine.clone(), streams.to_vec(), rng.gen(), mix(rng)))).collect()
+fn spawn_workers(
+    ctx: &Rc<Ctx>,
+    engine: &Eng,
+    streams: &[(usize, Strm)],
+    rng: &mut StdRng,
+    tasks: usize,
+    mix: impl Fn(&mut StdRng) -> Mix,
+) -> Vec<glommio::Task<()>> {
+    (0..tasks)
+        .map(|_| glommio::spawn_local(worker(ctx.clone(), engine.clone(), streams.to_vec(), rng.gen(), mix(rng))))
+        .collect()
 }
 
 fn default_mix(rng: &mut StdRng) -> Mix {
@@ -560,7 +610,13 @@ fn default_mix(rng: &mut StdRng) -> Mix {
 }
 
 /// Open the engine, check the recovered log, and check (d): a probe append lands at `hw`.
-async fn reopen(sim: &SimStorage, config: &LogConfig, ctx: &Rc<Ctx>, rng: &mut StdRng, exact_hw: &[Option<u64>]) -> Result<(Eng, Vec<u64>), String> {
+async fn reopen(
+    sim: &SimStorage,
+    config: &LogConfig,
+    ctx: &Rc<Ctx>,
+    rng: &mut StdRng,
+    exact_hw: &[Option<u64>],
+) -> Result<(Eng, Vec<u64>), String> {
     let engine = Engine::open(sim.clone(), config.clone(), 0, 1).await.map_err(|e| format!("Engine::open: {e}"))?;
     let hws = verify_recovered(&engine, &ctx.model, rng, exact_hw).await?;
     for (s, name) in STREAMS.iter().enumerate() {
@@ -569,7 +625,10 @@ async fn reopen(sim: &SimStorage, config: &LogConfig, ctx: &Rc<Ctx>, rng: &mut S
         }
         let (stream, _) = engine.stream_or_create(name).map_err(|e| format!("stream_or_create {name}: {e}"))?;
         let (id, body, count) = ctx.model.borrow_mut().make_batch(s, rng, BatchSize::Small);
-        let base = stream.append(&body, count, AckLevel::Durable).await.map_err(|e| format!("probe append to {name} after recovery: {e}"))?;
+        let base = stream
+            .append(&body, count, AckLevel::Durable)
+            .await
+            .map_err(|e| format!("probe append to {name} after recovery: {e}"))?;
         check!(base == hws[s], "probe append to {name} after recovery landed at {base}, high watermark was {}", hws[s]);
         ctx.model.borrow_mut().ack(s, id, base, true)?;
     }
@@ -577,7 +636,11 @@ async fn reopen(sim: &SimStorage, config: &LogConfig, ctx: &Rc<Ctx>, rng: &mut S
 }
 
 fn open_streams(engine: &Eng) -> Result<Vec<(usize, Strm)>, String> {
-    STREAMS.iter().enumerate().map(|(s, name)| Ok((s, engine.stream_or_create(name).map_err(|e| format!("{name}: {e}"))?.0))).collect()
+    STREAMS
+        .iter()
+        .enumerate()
+        .map(|(s, name)| Ok((s, engine.stream_or_create(name).map_err(|e| format!("{name}: {e}"))?.0)))
+        .collect()
 }
 
 fn hws(streams: &[(usize, Strm)]) -> Vec<Option<u64>> {
@@ -613,7 +676,15 @@ async fn random_crash_seed(seed: u64) -> Result<(), String> {
         let ops_before = sim.stats().ops;
         let style = rng.gen_range(0..10);
         let mode = random_crash_mode(&mut rng);
-        bump(["style_power_off", "style_mid_flight", "style_after_tasks", "style_clean_close"][match style { 0..=3 => 0, 4..=6 => 1, 7 | 8 => 2, _ => 3 }], 1);
+        bump(
+            ["style_power_off", "style_mid_flight", "style_after_tasks", "style_clean_close"][match style {
+                0..=3 => 0,
+                4..=6 => 1,
+                7 | 8 => 2,
+                _ => 3,
+            }],
+            1,
+        );
         if style < 4 {
             sim.power_off_after(rng.gen_range(1..=tasks as u64 * 120));
         }
@@ -666,7 +737,8 @@ async fn crash_mode_seed(seed: u64, mode: CrashMode) -> Result<(), String> {
     let ctx = Ctx::new(&sim);
     let (engine, _) = reopen(&sim, &config, &ctx, &mut rng, &[Some(0), Some(0)]).await?;
     let streams = open_streams(&engine)?;
-    let durable_only = |rng: &mut StdRng| Mix { ops: rng.gen_range(5..30), append: 100, read: 0, roll: 0, wns_one_in: 0 };
+    let durable_only =
+        |rng: &mut StdRng| Mix { ops: rng.gen_range(5..30), append: 100, read: 0, roll: 0, wns_one_in: 0 };
     join_all(spawn_workers(&ctx, &engine, &streams, &mut rng, 3, durable_only)).await?;
     ctx.take_violations()?;
     let burst = |rng: &mut StdRng| Mix { ops: rng.gen_range(5..30), append: 90, read: 5, roll: 2, wns_one_in: 3 };
@@ -781,7 +853,11 @@ async fn io_error_seed(seed: u64, fault: IoFault) -> Result<(), String> {
         yield_now().await;
     }
     check!(sim.stats().syncs == syncs, "a fenced stream issued {} more fdatasync(s)", sim.stats().syncs - syncs);
-    check!(stream.high_watermark() == hw, "high watermark of a fenced stream moved from {hw} to {}", stream.high_watermark());
+    check!(
+        stream.high_watermark() == hw,
+        "high watermark of a fenced stream moved from {hw} to {}",
+        stream.high_watermark()
+    );
     // Reads still serve what is durable.
     read_all(&stream, &ctx.model, 0, &mut rng).await?;
     ctx.crashing.set(true);
@@ -848,7 +924,9 @@ async fn enospc_seed(seed: u64, restart_while_full: bool) -> Result<(), String> 
     ctx.tolerate.set(Tolerate::Nothing);
     if restart_while_full {
         // Recovery on a full disk must still serve reads.
-        let engine = Engine::open(sim.clone(), config.clone(), 0, 1).await.map_err(|e| format!("Engine::open on a full disk: {e}"))?;
+        let engine = Engine::open(sim.clone(), config.clone(), 0, 1)
+            .await
+            .map_err(|e| format!("Engine::open on a full disk: {e}"))?;
         verify_recovered(&engine, &ctx.model, &mut rng, &[None, None]).await?;
         engine.close().await;
         // Crash again so the next open starts from the disk, not this engine's state.
@@ -906,18 +984,33 @@ async fn check_corrupted_reads(stream: &Strm, ctx: &Rc<Ctx>, damaged: (u64, u64,
     while offset < hw {
         match within(Duration::from_secs(10), || format!("read at {offset}"), stream.read(offset, 1)).await? {
             Ok(out) => {
-                check!(!(bad_base..bad_next).contains(&offset), "read at {offset} in the damaged batch [{bad_base}, {bad_next}) returned data");
+                check!(
+                    !(bad_base..bad_next).contains(&offset),
+                    "read at {offset} in the damaged batch [{bad_base}, {bad_next}) returned data"
+                );
                 offset = verify_read(&mut ctx.model.borrow_mut(), 0, &out.batches, offset)?;
             }
             Err(EngineError::Corrupted { segment_base, position, end, .. }) => {
-                check!(segment_base == seg_base, "read at {offset}: Corrupted in segment {segment_base}, damage is in {seg_base}");
+                check!(
+                    segment_base == seg_base,
+                    "read at {offset}: Corrupted in segment {segment_base}, damage is in {seg_base}"
+                );
                 // A read scans from the sparse index entry before `offset` and verifies every
                 // batch on the way, so offsets after the damaged batch (up to the next index
                 // entry) are refused too: less available, never wrong.
-                check!(offset >= bad_base, "read at {offset}: Corrupted, but the damaged batch is [{bad_base}, {bad_next})");
-                check!(segment_next.is_none_or(|n| offset < n), "read at {offset}: Corrupted, but it is past the damaged segment");
+                check!(
+                    offset >= bad_base,
+                    "read at {offset}: Corrupted, but the damaged batch is [{bad_base}, {bad_next})"
+                );
+                check!(
+                    segment_next.is_none_or(|n| offset < n),
+                    "read at {offset}: Corrupted, but it is past the damaged segment"
+                );
                 if (bad_base..bad_next).contains(&offset) {
-                    check!(position <= byte_pos && byte_pos < end, "read at {offset}: Corrupted [{position}, {end}) misses the damaged byte {byte_pos}");
+                    check!(
+                        position <= byte_pos && byte_pos < end,
+                        "read at {offset}: Corrupted [{position}, {end}) misses the damaged byte {byte_pos}"
+                    );
                 } else {
                     refused_after += 1;
                 }
@@ -964,7 +1057,8 @@ async fn sealed_corruption_seed(seed: u64) -> Result<(), String> {
     bury(engine).await;
     ctx.crashing.set(false);
     let engine = Engine::open(sim.clone(), config.clone(), 0, 1).await.map_err(|e| e.to_string())?;
-    let stream = engine.stream(STREAMS[0]).map_err(|e| format!("stream with a damaged sealed segment after restart: {e}"))?;
+    let stream =
+        engine.stream(STREAMS[0]).map_err(|e| format!("stream with a damaged sealed segment after restart: {e}"))?;
     check_corrupted_reads(&stream, &ctx, damaged).await?;
     engine.close().await;
     Ok(())
@@ -979,7 +1073,13 @@ fn corrupted_byte_in_sealed_segment_reads_as_corrupted() {
 /// of acknowledged batches (a recovery point written after the first
 /// `tick_after` of them, if set); on reopen the stream must be refused as
 /// corrupted, and its file left alone — never truncated to the damage.
-async fn open_segment_corruption(seed: u64, config: LogConfig, body_bytes: usize, after_bytes: u64, tick_after: Option<u64>) -> Result<(), String> {
+async fn open_segment_corruption(
+    seed: u64,
+    config: LogConfig,
+    body_bytes: usize,
+    after_bytes: u64,
+    tick_after: Option<u64>,
+) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let sim = new_sim(seed, &mut rng);
     let ctx = Ctx::new(&sim);
@@ -1019,7 +1119,15 @@ async fn open_segment_corruption(seed: u64, config: LogConfig, body_bytes: usize
         }
         Ok(stream) => {
             let hw = stream.high_watermark();
-            let acked = ctx.model.borrow().sent.values().filter(|s| s.durable_ack).map(|s| s.offset.unwrap_or(0) + u64::from(s.count)).max().unwrap_or(0);
+            let acked = ctx
+                .model
+                .borrow()
+                .sent
+                .values()
+                .filter(|s| s.durable_ack)
+                .map(|s| s.offset.unwrap_or(0) + u64::from(s.count))
+                .max()
+                .unwrap_or(0);
             return Err(format!(
                 "corrupted synced byte {byte_pos} of the open segment, {written} acknowledged bytes after it: \
                  recovery accepted the stream with high watermark {hw}, {acked} offsets were acknowledged \
@@ -1072,11 +1180,15 @@ fn corrupted_byte_in_open_segment_below_recovery_point_is_reported() {
 #[test]
 #[ignore = "engine bug (design limit): synced data damaged within flush_window_bytes of the open segment's end, past its last recovery point, is truncated as a torn tail"]
 fn regression_corrupted_byte_in_open_segment_within_flush_window_truncates_acked_data() {
-    run_seeds("regression_corrupted_byte_in_open_segment_within_flush_window_truncates_acked_data", 5, |seed| async move {
-        let config = open_segment_config();
-        let window = config.flush_window_bytes();
-        open_segment_corruption(seed, config, 2000, window / 2, None).await
-    });
+    run_seeds(
+        "regression_corrupted_byte_in_open_segment_within_flush_window_truncates_acked_data",
+        5,
+        |seed| async move {
+            let config = open_segment_config();
+            let window = config.flush_window_bytes();
+            open_segment_corruption(seed, config, 2000, window / 2, None).await
+        },
+    );
 }
 
 /// Device faults (a write landing bit-flipped or at the wrong place): acknowledged
@@ -1114,7 +1226,9 @@ async fn device_fault_seed(seed: u64) -> Result<(), String> {
         let mut offset = 0;
         while offset < hw {
             let max = rng.gen_range(1..20_000);
-            match within(Duration::from_secs(10), || format!("read {name} at {offset}"), stream.read(offset, max)).await? {
+            match within(Duration::from_secs(10), || format!("read {name} at {offset}"), stream.read(offset, max))
+                .await?
+            {
                 Ok(out) => offset = verify_read(&mut ctx.model.borrow_mut(), s, &out.batches, offset)?,
                 Err(EngineError::Corrupted { .. }) => offset += 1,
                 Err(e) => return Err(format!("read {name} at {offset}: {e}")),
@@ -1177,9 +1291,13 @@ fn regression_read_of_batch_longer_than_twice_read_chunk_hangs() {
         let (id, body, count) = ctx.model.borrow_mut().make_batch(0, &mut rng, BatchSize::Huge(20 << 10));
         let base = stream.append(&body, count, AckLevel::Durable).await.map_err(|e| e.to_string())?;
         ctx.model.borrow_mut().ack(0, id, base, true)?;
-        let read = within(Duration::from_secs(5), || "read of a 20 KiB batch with read_chunk_bytes 4 KiB".into(), stream.read(0, 100))
-            .await?
-            .map_err(|e| e.to_string())?;
+        let read = within(
+            Duration::from_secs(5),
+            || "read of a 20 KiB batch with read_chunk_bytes 4 KiB".into(),
+            stream.read(0, 100),
+        )
+        .await?
+        .map_err(|e| e.to_string())?;
         verify_read(&mut ctx.model.borrow_mut(), 0, &read.batches, 0)?;
         engine.close().await;
         Ok(())
@@ -1241,7 +1359,10 @@ fn regression_torn_first_write_of_a_segment_loses_its_header_sector() {
         // Syncs before any batch reached the new segment (creating it, syncing its
         // header first) go through; the first one after that is held.
         let path = segment_path(STREAMS[0], hw);
-        let no_batch_yet = || sim.current_bytes(&path).is_none_or(|b| b.get(SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + 4) != Some(b"DDCB".as_slice()));
+        let no_batch_yet = || {
+            sim.current_bytes(&path)
+                .is_none_or(|b| b.get(SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + 4) != Some(b"DDCB".as_slice()))
+        };
         for _ in 0..100_000 {
             if done.get() == appends.len() {
                 break;
@@ -1309,7 +1430,8 @@ fn regression_misplaced_batch_is_returned_for_another_offset() {
         match stream.read(0, 1).await {
             Err(EngineError::Corrupted { .. }) => {}
             Ok(out) => {
-                verify_read(&mut ctx.model.borrow_mut(), 0, &out.batches, 0).map_err(|e| format!("{e} (the batch of [{base}, {next}) was copied over offset 0's)"))?;
+                verify_read(&mut ctx.model.borrow_mut(), 0, &out.batches, 0)
+                    .map_err(|e| format!("{e} (the batch of [{base}, {next}) was copied over offset 0's)"))?;
             }
             Err(e) => return Err(e.to_string()),
         }

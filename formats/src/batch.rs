@@ -229,10 +229,7 @@ impl<'a> BatchView<'a> {
     /// Records with their offsets (at most `record_count` of them).
     pub fn records(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
         let base = self.header.base_offset;
-        records(self.body)
-            .take(self.header.record_count as usize)
-            .enumerate()
-            .map(move |(i, r)| (base + i as u64, r))
+        records(self.body).take(self.header.record_count as usize).enumerate().map(move |(i, r)| (base + i as u64, r))
     }
 }
 

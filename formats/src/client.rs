@@ -130,7 +130,13 @@ impl Client {
     }
 
     /// Append an encoded batch body (see [`crate::batch::encode_records`]).
-    pub fn produce_body(&mut self, stream: &str, body: &[u8], record_count: u32, ack: AckLevel) -> Result<u64, ClientError> {
+    pub fn produce_body(
+        &mut self,
+        stream: &str,
+        body: &[u8],
+        record_count: u32,
+        ack: AckLevel,
+    ) -> Result<u64, ClientError> {
         match self.call(&Request::Produce { stream, records: body, record_count, ack })? {
             Response::Produce { base_offset, .. } => Ok(base_offset),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -138,7 +144,13 @@ impl Client {
     }
 
     /// Fetch raw batches starting with the one that holds `offset`.
-    pub fn fetch_raw(&mut self, stream: &str, offset: u64, max_bytes: u32, max_wait_ms: u32) -> Result<(Vec<u8>, u64), ClientError> {
+    pub fn fetch_raw(
+        &mut self,
+        stream: &str,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    ) -> Result<(Vec<u8>, u64), ClientError> {
         match self.call(&Request::Fetch { stream, offset, max_bytes, max_wait_ms })? {
             Response::Fetch { batches, high_watermark, .. } => Ok((batches, high_watermark)),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -146,7 +158,13 @@ impl Client {
     }
 
     /// Fetch records at or after `offset`, verifying every batch checksum.
-    pub fn fetch(&mut self, stream: &str, offset: u64, max_bytes: u32, max_wait_ms: u32) -> Result<Fetched, ClientError> {
+    pub fn fetch(
+        &mut self,
+        stream: &str,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    ) -> Result<Fetched, ClientError> {
         let (raw, high_watermark) = self.fetch_raw(stream, offset, max_bytes, max_wait_ms)?;
         let mut fetched = Fetched { records: Vec::new(), next_offset: offset, high_watermark };
         for batch in batches(&raw) {

@@ -143,10 +143,7 @@ mod tests {
     fn oversized_length_refused_before_payload() {
         let mut frame = Vec::new();
         encode_frame_into(&[0u8; 100], &mut frame);
-        assert_eq!(
-            FrameHeader::decode(&frame, 99),
-            Err(FormatError::FrameTooLarge { len: 100, max: 99 })
-        );
+        assert_eq!(FrameHeader::decode(&frame, 99), Err(FormatError::FrameTooLarge { len: 100, max: 99 }));
     }
 
     #[test]

@@ -89,11 +89,21 @@ pub fn decode_request(payload: &[u8]) -> Result<(u64, Request<'_>), FormatError>
     let request = match message.body_type() {
         Body::ProduceRequest => {
             let r = message.body_as_produce_request().ok_or_else(|| missing("body"))?;
-            Request::Produce { stream: r.stream(), records: r.records().bytes(), record_count: r.record_count(), ack: r.ack() }
+            Request::Produce {
+                stream: r.stream(),
+                records: r.records().bytes(),
+                record_count: r.record_count(),
+                ack: r.ack(),
+            }
         }
         Body::FetchRequest => {
             let r = message.body_as_fetch_request().ok_or_else(|| missing("body"))?;
-            Request::Fetch { stream: r.stream(), offset: r.offset(), max_bytes: r.max_bytes(), max_wait_ms: r.max_wait_ms() }
+            Request::Fetch {
+                stream: r.stream(),
+                offset: r.offset(),
+                max_bytes: r.max_bytes(),
+                max_wait_ms: r.max_wait_ms(),
+            }
         }
         Body::CreateStreamRequest => {
             let r = message.body_as_create_stream_request().ok_or_else(|| missing("body"))?;
@@ -198,7 +208,12 @@ pub fn decode_response(payload: &[u8]) -> Result<(u64, Response), FormatError> {
 }
 
 /// Build a request's flatbuffers payload in `fbb` (reset first) and return it framed.
-pub fn encode_request_frame(fbb: &mut FlatBufferBuilder<'_>, request_id: u64, request: &Request<'_>, out: &mut Vec<u8>) {
+pub fn encode_request_frame(
+    fbb: &mut FlatBufferBuilder<'_>,
+    request_id: u64,
+    request: &Request<'_>,
+    out: &mut Vec<u8>,
+) {
     fbb.reset();
     let (body_type, body) = match *request {
         Request::Produce { stream, records, record_count, ack } => {
@@ -401,7 +416,12 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        round_trip_request(Request::Produce { stream: "s", records: &[1, 0, 0, 0, 9], record_count: 1, ack: AckLevel::Durable });
+        round_trip_request(Request::Produce {
+            stream: "s",
+            records: &[1, 0, 0, 0, 9],
+            record_count: 1,
+            ack: AckLevel::Durable,
+        });
         round_trip_request(Request::Fetch { stream: "s", offset: 5, max_bytes: 100, max_wait_ms: 3 });
         round_trip_request(Request::CreateStream { stream: "x" });
         round_trip_request(Request::ListStreams);
@@ -421,7 +441,13 @@ mod tests {
                 first_offset: 0,
                 next_offset: 10,
                 high_watermark: 10,
-                segments: vec![SegmentInfo { base_offset: 0, next_offset: 10, size_bytes: 4096, sealed: true, root: Some([3; 32]) }],
+                segments: vec![SegmentInfo {
+                    base_offset: 0,
+                    next_offset: 10,
+                    size_bytes: 4096,
+                    sealed: true,
+                    root: Some([3; 32]),
+                }],
                 core: 1,
                 fenced_reason: None,
             }),

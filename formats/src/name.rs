@@ -10,9 +10,8 @@ pub const STREAM_NAME_BYTES_MAX: usize = 200;
 
 /// Check a stream name: 1..=200 bytes of `[A-Za-z0-9._-]`, not starting with '.'.
 pub fn validate_stream_name(name: &str) -> Result<(), FormatError> {
-    let invalid = |reason: &str| {
-        Err(FormatError::Invalid { what: "stream name", reason: format!("{name:?}: {reason}") })
-    };
+    let invalid =
+        |reason: &str| Err(FormatError::Invalid { what: "stream name", reason: format!("{name:?}: {reason}") });
     if name.is_empty() {
         return invalid("empty");
     }

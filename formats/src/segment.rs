@@ -137,11 +137,14 @@ pub fn decode_index(bytes: &[u8]) -> Result<Vec<IndexEntry>, FormatError> {
     if bytes[4] != INDEX_VERSION {
         return Err(FormatError::UnsupportedVersion { what: "index", found: bytes[4] });
     }
-    check_zero(bytes, &[5..8], "index")?;
+    check_zero(bytes, std::slice::from_ref(&(5..8)), "index")?;
     let count = le_u32(bytes, 8) as usize;
     let needed = count.checked_mul(INDEX_ENTRY_BYTES).and_then(|n| n.checked_add(INDEX_HEADER_BYTES));
     if needed != Some(bytes.len()) {
-        return Err(FormatError::Invalid { what: "index", reason: format!("{count} entries in {} bytes", bytes.len()) });
+        return Err(FormatError::Invalid {
+            what: "index",
+            reason: format!("{count} entries in {} bytes", bytes.len()),
+        });
     }
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&bytes[..12]);
@@ -194,7 +197,11 @@ impl RecoveryPoint {
     pub fn decode(bytes: &[u8]) -> Result<RecoveryPoint, FormatError> {
         check_fixed(bytes, RECOVERY_POINT_BYTES, RECOVERY_POINT_MAGIC, RECOVERY_POINT_VERSION, "recovery point")?;
         check_zero(bytes, &[5..8, 32..36], "recovery point")?;
-        Ok(RecoveryPoint { segment_base: le_u64(bytes, 8), durable_len: le_u64(bytes, 16), next_offset: le_u64(bytes, 24) })
+        Ok(RecoveryPoint {
+            segment_base: le_u64(bytes, 8),
+            durable_len: le_u64(bytes, 16),
+            next_offset: le_u64(bytes, 24),
+        })
     }
 }
 
@@ -202,7 +209,10 @@ impl RecoveryPoint {
 fn check_zero(bytes: &[u8], ranges: &[std::ops::Range<usize>], what: &'static str) -> Result<(), FormatError> {
     for r in ranges {
         if bytes[r.clone()].iter().any(|&b| b != 0) {
-            return Err(FormatError::Invalid { what, reason: format!("reserved bytes {}..{} must be zero", r.start, r.end) });
+            return Err(FormatError::Invalid {
+                what,
+                reason: format!("reserved bytes {}..{} must be zero", r.start, r.end),
+            });
         }
     }
     Ok(())
@@ -235,7 +245,14 @@ mod tests {
     fn round_trips() {
         let h = SegmentHeader { base_offset: 42, created_ms: 7 };
         assert_eq!(SegmentHeader::decode(&h.encode()).unwrap(), h);
-        let s = SealManifest { base_offset: 1, next_offset: 9, data_len: 4096, batch_count: 3, sealed_ms: 5, root: [7; 32] };
+        let s = SealManifest {
+            base_offset: 1,
+            next_offset: 9,
+            data_len: 4096,
+            batch_count: 3,
+            sealed_ms: 5,
+            root: [7; 32],
+        };
         assert_eq!(SealManifest::decode(&s.encode()).unwrap(), s);
         let rp = RecoveryPoint { segment_base: 3, durable_len: 4096, next_offset: 9 };
         assert_eq!(RecoveryPoint::decode(&rp.encode()).unwrap(), rp);

@@ -17,8 +17,7 @@
 #![no_main]
 
 use ddc_formats::batch::{
-    batches, encode_records, records, validate_records, BatchHeader, BATCH_HEADER_BYTES,
-    RECORD_LEN_BYTES,
+    batches, encode_records, records, validate_records, BatchHeader, BATCH_HEADER_BYTES, RECORD_LEN_BYTES,
 };
 use ddc_fuzz::assert_reencodes;
 use libfuzzer_sys::fuzz_target;
@@ -55,17 +54,8 @@ fn walk_batches(data: &[u8]) {
 
                 let mut again = view.header.encode().to_vec();
                 again.extend_from_slice(view.body);
-                assert_reencodes(
-                    &format!("verified batch at byte {start}"),
-                    &again,
-                    bytes,
-                    &[5..6, 36..44],
-                    44..48,
-                );
-                assert_eq!(
-                    BatchHeader::decode(&again[..BATCH_HEADER_BYTES]),
-                    Ok(view.header)
-                );
+                assert_reencodes(&format!("verified batch at byte {start}"), &again, bytes, &[5..6, 36..44], 44..48);
+                assert_eq!(BatchHeader::decode(&again[..BATCH_HEADER_BYTES]), Ok(view.header));
 
                 let _ = view.header.next_offset();
                 collected.extend(view.records());
@@ -83,14 +73,6 @@ fn check_records(body: &[u8], count: u32) {
         return;
     };
     let all: Vec<&[u8]> = records(body).collect();
-    assert_eq!(
-        all.len(),
-        count as usize,
-        "validate_records and records disagree on the count"
-    );
-    assert_eq!(
-        encode_records(all.iter().copied()),
-        body,
-        "records do not re-encode to the body"
-    );
+    assert_eq!(all.len(), count as usize, "validate_records and records disagree on the count");
+    assert_eq!(encode_records(all.iter().copied()), body, "records do not re-encode to the body");
 }

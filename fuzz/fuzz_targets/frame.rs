@@ -24,12 +24,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some((payload, consumed))) => {
                 assert!(consumed >= FRAME_HEADER_BYTES && consumed <= rest.len());
                 assert_eq!(consumed, FRAME_HEADER_BYTES + payload.len());
-                let header = FrameHeader::decode(rest, MAX)
-                    .expect("decode_frame accepted a header FrameHeader refuses");
+                let header =
+                    FrameHeader::decode(rest, MAX).expect("decode_frame accepted a header FrameHeader refuses");
                 assert_eq!(header.payload_len as usize, payload.len());
-                header
-                    .verify_payload(rest, payload)
-                    .expect("decode_frame accepted a payload verify_payload refuses");
+                header.verify_payload(rest, payload).expect("decode_frame accepted a payload verify_payload refuses");
 
                 let mut again = Vec::new();
                 encode_frame_into(payload, &mut again);
@@ -47,8 +45,8 @@ fuzz_target!(|data: &[u8]| {
             Ok(None) => {
                 // Needs more bytes: then the header (if whole) must be valid and announce more than is here.
                 if rest.len() >= FRAME_HEADER_BYTES {
-                    let header = FrameHeader::decode(rest, MAX)
-                        .expect("decode_frame asked for more bytes after a bad header");
+                    let header =
+                        FrameHeader::decode(rest, MAX).expect("decode_frame asked for more bytes after a bad header");
                     assert!(FRAME_HEADER_BYTES + header.payload_len as usize > rest.len());
                 }
                 break;

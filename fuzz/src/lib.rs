@@ -17,38 +17,20 @@ pub fn strict_reserved() -> bool {
 /// readers do not check) and in `crc` (the checksum that covers them) may
 /// differ when `input` has nonzero bytes in `ignored` and strict mode is off.
 #[track_caller]
-pub fn assert_reencodes(
-    what: &str,
-    again: &[u8],
-    input: &[u8],
-    ignored: &[Range<usize>],
-    crc: Range<usize>,
-) {
-    assert_eq!(
-        again.len(),
-        input.len(),
-        "{what}: re-encoding has a different length"
-    );
+pub fn assert_reencodes(what: &str, again: &[u8], input: &[u8], ignored: &[Range<usize>], crc: Range<usize>) {
+    assert_eq!(again.len(), input.len(), "{what}: re-encoding has a different length");
     let in_ignored = |i: usize| ignored.iter().any(|r| r.contains(&i));
-    let reserved_zero = ignored
-        .iter()
-        .all(|r| input[r.clone()].iter().all(|&b| b == 0));
+    let reserved_zero = ignored.iter().all(|r| input[r.clone()].iter().all(|&b| b == 0));
     if strict_reserved() || reserved_zero {
         assert_eq!(again, input, "{what} does not re-encode to the same bytes");
         return;
     }
     for (i, (a, b)) in again.iter().zip(input).enumerate() {
         if !in_ignored(i) && !crc.contains(&i) {
-            assert_eq!(
-                a, b,
-                "{what}: re-encoding differs at byte {i} (not a reserved byte)"
-            );
+            assert_eq!(a, b, "{what}: re-encoding differs at byte {i} (not a reserved byte)");
         }
     }
     for r in ignored {
-        assert!(
-            again[r.clone()].iter().all(|&b| b == 0),
-            "{what}: encoder wrote nonzero reserved bytes {r:?}"
-        );
+        assert!(again[r.clone()].iter().all(|&b| b == 0), "{what}: encoder wrote nonzero reserved bytes {r:?}");
     }
 }

@@ -72,7 +72,13 @@ fn percentile(sorted: &[u32], p: f64) -> u64 {
     u64::from(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-fn summarize(mode: &str, spec: &BenchSpec, shared: &Shared, mut latencies: Vec<u32>, elapsed: Duration) -> BenchSummary {
+fn summarize(
+    mode: &str,
+    spec: &BenchSpec,
+    shared: &Shared,
+    mut latencies: Vec<u32>,
+    elapsed: Duration,
+) -> BenchSummary {
     latencies.sort_unstable();
     let records = shared.records.load(Ordering::Relaxed);
     let bytes = shared.bytes.load(Ordering::Relaxed);
@@ -107,7 +113,10 @@ fn progress_loop(shared: &Shared, start: Instant, label: &str) {
         }
         let records = shared.records.load(Ordering::Relaxed);
         let rate = (records - last.0) as f64 / now.duration_since(last.1).as_secs_f64();
-        eprint!("\r{label}: {:>6.1}s  {records:>12} records  {rate:>12.0} rec/s   ", now.duration_since(start).as_secs_f64());
+        eprint!(
+            "\r{label}: {:>6.1}s  {records:>12} records  {rate:>12.0} rec/s   ",
+            now.duration_since(start).as_secs_f64()
+        );
         let _ = std::io::stderr().flush();
         last = (records, now);
     }
@@ -116,7 +125,12 @@ fn progress_loop(shared: &Shared, start: Instant, label: &str) {
 
 /// Produce load: each connection appends batches to its own stream.
 pub fn produce(spec: &BenchSpec) -> anyhow::Result<BenchSummary> {
-    let shared = Arc::new(Shared { records: AtomicU64::new(0), bytes: AtomicU64::new(0), errors: AtomicU64::new(0), stop: AtomicBool::new(false) });
+    let shared = Arc::new(Shared {
+        records: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
     let record = vec![b'r'; spec.record_bytes];
     let body = Arc::new(encode_records(std::iter::repeat_n(record.as_slice(), spec.batch_records)));
     let per_conn_limit = spec.count.map(|c| c.div_ceil(spec.connections as u64));
@@ -137,7 +151,12 @@ pub fn produce(spec: &BenchSpec) -> anyhow::Result<BenchSummary> {
                     || deadline.is_some_and(|d| Instant::now() >= d)
                     || per_conn_limit.is_some_and(|l| produced + (sent_at.len() as u64) * per_batch >= l);
                 if !done_sending && sent_at.len() < spec.in_flight {
-                    let id = client.send(&Request::Produce { stream: &stream, records: &body, record_count: spec.batch_records as u32, ack: spec.ack })?;
+                    let id = client.send(&Request::Produce {
+                        stream: &stream,
+                        records: &body,
+                        record_count: spec.batch_records as u32,
+                        ack: spec.ack,
+                    })?;
                     sent_at.insert(id, Instant::now());
                     continue;
                 }
@@ -171,7 +190,12 @@ pub fn produce(spec: &BenchSpec) -> anyhow::Result<BenchSummary> {
 /// Catch-up consume: each connection reads its stream from offset 0 to the
 /// high watermark it finds at start (run `bench produce` first).
 pub fn consume(spec: &BenchSpec) -> anyhow::Result<BenchSummary> {
-    let shared = Arc::new(Shared { records: AtomicU64::new(0), bytes: AtomicU64::new(0), errors: AtomicU64::new(0), stop: AtomicBool::new(false) });
+    let shared = Arc::new(Shared {
+        records: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
     let start = Instant::now();
     let deadline = spec.duration.map(|d| start + d);
     let per_conn_limit = spec.count.map(|c| c.div_ceil(spec.connections as u64));
@@ -189,7 +213,7 @@ pub fn consume(spec: &BenchSpec) -> anyhow::Result<BenchSummary> {
             let end = per_conn_limit.map_or(end, |l| l.min(end));
             let mut latencies = Vec::new();
             let mut offset = 0u64;
-            while offset < end && !deadline.is_some_and(|d| Instant::now() >= d) {
+            while offset < end && deadline.is_none_or(|d| Instant::now() < d) {
                 let t0 = Instant::now();
                 let (raw, _) = client.fetch_raw(&stream, offset, spec.fetch_bytes, 0)?;
                 latencies.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);

@@ -100,12 +100,19 @@ impl NodeConfig {
 
     /// Refuse values that cannot work, naming the key.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(anyhow::anyhow!("invalid configuration: {msg}")) };
+        let check =
+            |ok: bool, msg: &str| if ok { Ok(()) } else { Err(anyhow::anyhow!("invalid configuration: {msg}")) };
         check(self.log.segment_bytes_max >= 64 << 10, "log.segment_bytes_max must be at least 65536")?;
         check(self.log.segment_bytes_max <= 1 << 40, "log.segment_bytes_max must be at most 1 TiB")?;
         check(self.log.index_interval_bytes >= 512, "log.index_interval_bytes must be at least 512")?;
-        check(self.log.write_buffer_bytes >= 4096 && self.log.write_buffer_bytes % 4096 == 0, "log.write_buffer_bytes must be a positive multiple of 4096")?;
-        check(self.log.unflushed_bytes_max >= self.log.write_buffer_bytes, "log.unflushed_bytes_max must be at least log.write_buffer_bytes")?;
+        check(
+            self.log.write_buffer_bytes >= 4096 && self.log.write_buffer_bytes.is_multiple_of(4096),
+            "log.write_buffer_bytes must be a positive multiple of 4096",
+        )?;
+        check(
+            self.log.unflushed_bytes_max >= self.log.write_buffer_bytes,
+            "log.unflushed_bytes_max must be at least log.write_buffer_bytes",
+        )?;
         check(self.log.segment_age_max_ms >= 1000, "log.segment_age_max_ms must be at least 1000")?;
         check(self.server.frame_bytes_max >= 4096, "server.frame_bytes_max must be at least 4096")?;
         check(self.server.frame_bytes_max <= 64 << 20, "server.frame_bytes_max must be at most 67108864")?;

@@ -19,21 +19,24 @@ use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 
 use ddc_engine::owner_core;
+use ddc_engine::signal::Signal;
 use ddc_formats::frame::{FrameHeader, FRAME_HEADER_BYTES};
 use ddc_formats::message::{decode_request, encode_response_owned, peek_request_id, OwnedFrame, Request, Response};
 use ddc_formats::wire::ErrorCode;
 use ddc_formats::FormatError;
-use ddc_engine::signal::Signal;
 
 use crate::dispatch::{error_response, serve_local, CoreState};
 use crate::router::Router;
+
+/// A request's in-flight slot and its response-memory permit.
+type HeldPermits = (StaticPermit, StaticPermit);
 
 /// Responses waiting to be written, already framed.
 struct Outbox {
     /// Each frame keeps its request's in-flight slot and response-memory
     /// permit until it is written, so a client that sends but never reads
     /// stalls only itself, with bounded memory.
-    frames: RefCell<VecDeque<(OwnedFrame, Option<(StaticPermit, StaticPermit)>)>>,
+    frames: RefCell<VecDeque<(OwnedFrame, Option<HeldPermits>)>>,
     /// Buffers of written frames, reused for the next responses.
     spare: RefCell<Vec<Vec<u8>>>,
     closed: Cell<bool>,
@@ -53,7 +56,7 @@ impl Outbox {
         }
     }
 
-    fn push(&self, request_id: u64, response: &Response, permits: Option<(StaticPermit, StaticPermit)>) {
+    fn push(&self, request_id: u64, response: &Response, permits: Option<HeldPermits>) {
         if self.writer_gone.get() {
             return; // nobody will write it; dropping `permits` releases them
         }
@@ -99,7 +102,10 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
             // Small frames are coalesced into one write; large ones go out as they are.
             let mut small = Vec::with_capacity(64 << 10);
             'writing: loop {
-                outbox.ready.wait_for(|| (!outbox.frames.borrow().is_empty() || outbox.closed.get()).then_some(())).await;
+                outbox
+                    .ready
+                    .wait_for(|| (!outbox.frames.borrow().is_empty() || outbox.closed.get()).then_some(()))
+                    .await;
                 let frames: Vec<_> = outbox.frames.borrow_mut().drain(..).collect();
                 if frames.is_empty() {
                     break; // closed and drained
@@ -153,7 +159,8 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
         };
         // Hold the payload's bytes against the core's budget before allocating them.
         let Some((payload, memory)) =
-            read_payload(&mut reader, parsed.payload_len as usize, &state.payload_budget, state.frame_read_timeout).await
+            read_payload(&mut reader, parsed.payload_len as usize, &state.payload_budget, state.frame_read_timeout)
+                .await
         else {
             tracing::debug!(%peer, "payload not received in time or connection lost; closing");
             break;
@@ -167,18 +174,12 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
             Ok(p) => p,
             Err(_) => break,
         };
-        let (state, router, outbox, response_budget) = (state.clone(), router.clone(), outbox.clone(), response_budget.clone());
+        let (state, router, outbox, response_budget) =
+            (state.clone(), router.clone(), outbox.clone(), response_budget.clone());
         glommio::spawn_local(async move {
-            // Reserve the response's memory before building it, so queued
-            // responses of a client that does not read stay within budget.
-            let response_bytes = match decode_request(&payload) {
-                Ok((_, Request::Fetch { max_bytes, .. })) => u64::from(max_bytes.min(state.frame_bytes_max)) + 4096,
-                _ => 4096,
-            };
-            let Ok(held) = response_budget.acquire_static_permit(response_bytes.min(RESPONSE_BUDGET_BYTES)).await else {
+            let Some((id, response, held)) = handle_payload(&state, &router, payload, &response_budget).await else {
                 return;
             };
-            let (id, response) = handle_payload(&state, &router, payload).await;
             drop(memory);
             outbox.push(id, &response, Some((permit, held)));
         })
@@ -238,25 +239,36 @@ async fn read_payload<R: futures_lite::io::AsyncRead + Unpin>(
     futures_lite::future::or(work, deadline).await
 }
 
-/// Decode, route and serve one verified frame payload.
-async fn handle_payload(state: &CoreState, router: &Router, payload: Vec<u8>) -> (u64, Response) {
-    let (id, request) = match decode_request(&payload) {
+/// Decode, route and serve one verified frame payload. The response's memory
+/// is reserved from the connection's budget before the response is built, so
+/// queued responses of a client that does not read stay within budget; the
+/// permit travels with the response until it is written.
+async fn handle_payload(
+    state: &CoreState,
+    router: &Router,
+    payload: Vec<u8>,
+    response_budget: &Rc<Semaphore>,
+) -> Option<(u64, Response, StaticPermit)> {
+    let decoded = decode_request(&payload);
+    let response_bytes = match &decoded {
+        Ok((_, Request::Fetch { max_bytes, .. })) => u64::from((*max_bytes).min(state.frame_bytes_max)) + 4096,
+        _ => 4096,
+    };
+    let held = response_budget.clone().acquire_static_permit(response_bytes.min(RESPONSE_BUDGET_BYTES)).await.ok()?;
+    let (id, request) = match decoded {
         Ok(r) => r,
-        Err(e) => return (peek_request_id(&payload).unwrap_or(0), error_response(frame_error_code(&e), e.to_string())),
-    };
-    let owner = match request.stream() {
-        Some(name) => Some(owner_core(name, router.cores)),
-        None => None,
-    };
-    let response = match (owner, &request) {
-        (Some(core), _) if core != router.core => {
-            drop(request);
-            router.forward(core, payload).await
+        Err(e) => {
+            let id = peek_request_id(&payload).unwrap_or(0);
+            return Some((id, error_response(frame_error_code(&e), e.to_string()), held));
         }
+    };
+    let owner = request.stream().map(|name| owner_core(name, router.cores));
+    let response = match (owner, &request) {
+        (Some(core), _) if core != router.core => router.forward(core, payload).await,
         (None, Request::ListStreams) => list_all(state, router, &payload).await,
         _ => serve_local(state, &request).await,
     };
-    (id, response)
+    Some((id, response, held))
 }
 
 async fn list_all(state: &CoreState, router: &Router, payload: &[u8]) -> Response {

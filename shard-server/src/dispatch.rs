@@ -70,7 +70,11 @@ async fn serve(state: &CoreState, request: &Request<'_>) -> Result<Response, Eng
                     out.high_watermark = stream.high_watermark();
                 }
             }
-            Response::Fetch { batches: out.batches, high_watermark: out.high_watermark, log_start_offset: out.log_start_offset }
+            Response::Fetch {
+                batches: out.batches,
+                high_watermark: out.high_watermark,
+                log_start_offset: out.log_start_offset,
+            }
         }
         Request::CreateStream { stream } => Response::CreateStream { created: engine.create_stream(stream).await? },
         Request::StreamInfo { stream } => {

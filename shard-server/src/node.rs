@@ -216,7 +216,7 @@ async fn serve_core(
         while !stop.load(Ordering::Relaxed) {
             glommio::timer::sleep(Duration::from_millis(100)).await;
             ticks += 1;
-            if ticks % 10 == 0 {
+            if ticks.is_multiple_of(10) {
                 engine.tick().await;
             }
         }

@@ -29,9 +29,8 @@ pub struct MeshEnds {
 
 /// Channels between every ordered pair of cores.
 pub fn build_mesh(cores: usize, depth: usize) -> Vec<MeshEnds> {
-    let mut ends: Vec<MeshEnds> = (0..cores)
-        .map(|_| MeshEnds { senders: (0..cores).map(|_| None).collect(), receivers: Vec::new() })
-        .collect();
+    let mut ends: Vec<MeshEnds> =
+        (0..cores).map(|_| MeshEnds { senders: (0..cores).map(|_| None).collect(), receivers: Vec::new() }).collect();
     for from in 0..cores {
         for to in 0..cores {
             if from != to {

@@ -140,9 +140,18 @@ fn produce_until_the_server_dies(
         let seq = next_seq.entry(stream.clone()).or_insert(0);
         let first_seq = *seq;
         *seq += u64::from(count);
-        let records: Vec<Vec<u8>> = (first_seq..first_seq + u64::from(count)).map(|q| record(stream, producer, q)).collect();
+        let records: Vec<Vec<u8>> =
+            (first_seq..first_seq + u64::from(count)).map(|q| record(stream, producer, q)).collect();
         let body = encode_records(records.iter().map(|r| r.as_slice()));
-        run.batches.push(SentBatch { stream: stream.clone(), producer, first_seq, count, ack, state: BatchState::InFlight, cycle });
+        run.batches.push(SentBatch {
+            stream: stream.clone(),
+            producer,
+            first_seq,
+            count,
+            ack,
+            state: BatchState::InFlight,
+            cycle,
+        });
         match client.produce_body(stream, &body, count, ack) {
             Ok(base) => run.batches.last_mut().unwrap().state = BatchState::Acked(base),
             Err(ClientError::Io(_)) => break, // the server was killed
@@ -196,7 +205,8 @@ impl Ledger {
             };
             if raw.is_empty() {
                 if offset != hw {
-                    problems.push(format!("{stream}: fetch at {offset} returned nothing but the high watermark is {hw}"));
+                    problems
+                        .push(format!("{stream}: fetch at {offset} returned nothing but the high watermark is {hw}"));
                 }
                 high_watermark = hw;
                 break;
@@ -211,12 +221,17 @@ impl Ledger {
                 };
                 let base = batch.header.base_offset;
                 if base != offset {
-                    problems.push(format!("{stream}: expected a batch at offset {offset}, got one at {base} (gap or overlap)"));
+                    problems.push(format!(
+                        "{stream}: expected a batch at offset {offset}, got one at {base} (gap or overlap)"
+                    ));
                     return problems;
                 }
                 let records: Vec<&[u8]> = batch.records().map(|(_, r)| r).collect();
                 let Some((s, producer, first_seq)) = parse_record(records[0]) else {
-                    problems.push(format!("{stream}: offset {base}: record is not one any producer sent: {:?}", String::from_utf8_lossy(&records[0][..records[0].len().min(80)])));
+                    problems.push(format!(
+                        "{stream}: offset {base}: record is not one any producer sent: {:?}",
+                        String::from_utf8_lossy(&records[0][..records[0].len().min(80)])
+                    ));
                     return problems;
                 };
                 if s != stream {
@@ -232,7 +247,11 @@ impl Ledger {
                 }
                 for (k, r) in records.iter().enumerate() {
                     if *r != record(&s, producer, first_seq + k as u64).as_slice() {
-                        problems.push(format!("{stream}: offset {}: bytes differ from producer {producer} seq {}", base + k as u64, first_seq + k as u64));
+                        problems.push(format!(
+                            "{stream}: offset {}: bytes differ from producer {producer} seq {}",
+                            base + k as u64,
+                            first_seq + k as u64
+                        ));
                         break;
                     }
                 }
@@ -243,7 +262,9 @@ impl Ledger {
                 }
                 last_seq.insert(producer, first_seq + u64::from(sent.count) - 1);
                 if !seen.insert(i) {
-                    problems.push(format!("{stream}: offset {base}: batch producer {producer} seq {first_seq} stored twice"));
+                    problems.push(format!(
+                        "{stream}: offset {base}: batch producer {producer} seq {first_seq} stored twice"
+                    ));
                 }
                 let state = sent.state;
                 match state {
@@ -284,7 +305,10 @@ impl Ledger {
         match client.stream_info(stream) {
             Ok(info) => {
                 if info.high_watermark != offset || info.next_offset != offset {
-                    problems.push(format!("{stream}: read {offset} records but StreamInfo says hw {} next {}", info.high_watermark, info.next_offset));
+                    problems.push(format!(
+                        "{stream}: read {offset} records but StreamInfo says hw {} next {}",
+                        info.high_watermark, info.next_offset
+                    ));
                 }
                 if info.fenced_reason.is_some() {
                     problems.push(format!("{stream}: writes fenced after restart: {:?}", info.fenced_reason));
@@ -296,7 +320,10 @@ impl Ledger {
         if offset > 0 || high_watermark > 0 {
             match client.fetch(stream, offset + 1, 1024, 0) {
                 Err(e) if e.code() == Some(ErrorCode::OffsetOutOfRange) => {}
-                other => problems.push(format!("{stream}: fetch past the end at {}: expected OffsetOutOfRange, got {other:?}", offset + 1)),
+                other => problems.push(format!(
+                    "{stream}: fetch past the end at {}: expected OffsetOutOfRange, got {other:?}",
+                    offset + 1
+                )),
             }
         }
         self.verified_len.insert(stream.to_owned(), offset);
@@ -316,10 +343,9 @@ struct CrashSpec {
 }
 
 fn run_crash_test(spec: CrashSpec) {
-    let seed: u64 = std::env::var("DDC_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let seed: u64 = std::env::var("DDC_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
     println!("[{}] seed {seed} (reproduce with DDC_CRASH_SEED={seed}), {} cycles", spec.name, spec.cycles);
     eprintln!("[{}] seed {seed}", spec.name);
     let started = Instant::now();
@@ -377,7 +403,10 @@ fn run_crash_test(spec: CrashSpec) {
                 match client.stream_info(s) {
                     Ok(info) if info.high_watermark == known => {}
                     Err(e) if known == 0 && e.code() == Some(ErrorCode::UnknownStream) => {}
-                    Ok(info) => problems.push(format!("{s}: untouched since its last check with {known} records, now hw {}", info.high_watermark)),
+                    Ok(info) => problems.push(format!(
+                        "{s}: untouched since its last check with {known} records, now hw {}",
+                        info.high_watermark
+                    )),
                     Err(e) => problems.push(format!("{s}: StreamInfo failed: {e}")),
                 }
             }
@@ -404,7 +433,8 @@ fn run_crash_test(spec: CrashSpec) {
         let delay = Duration::from_millis(rng.gen_range(50..=400));
         let threads: Vec<_> = (0..PRODUCERS)
             .map(|p| {
-                let (addr, streams, seqs, seed) = (node.addr, streams.clone(), std::mem::take(&mut next_seq[p]), rng.gen::<u64>());
+                let (addr, streams, seqs, seed) =
+                    (node.addr, streams.clone(), std::mem::take(&mut next_seq[p]), rng.gen::<u64>());
                 let ack = if p < spec.written_ack_producers { AckLevel::WrittenNotSynced } else { AckLevel::Durable };
                 std::thread::spawn(move || produce_until_the_server_dies(addr, p, streams, seqs, seed, ack, cycle))
             })

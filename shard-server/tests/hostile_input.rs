@@ -78,7 +78,10 @@ fn garbage_bytes_get_an_error_and_the_connection_closes() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x6a72_6261_6765);
     let mut cases: Vec<(String, Vec<u8>)> = vec![
         ("HTTP request".into(), b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
-        ("TLS client hello".into(), [&[0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03][..], &[0u8; 64][..]].concat()),
+        (
+            "TLS client hello".into(),
+            [&[0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03][..], &[0u8; 64][..]].concat(),
+        ),
         ("all zeros".into(), vec![0u8; 4096]),
         ("all ones".into(), vec![0xffu8; 100]),
         ("lower-case magic".into(), [b"ddcf".as_slice(), &[1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]].concat()),
@@ -175,7 +178,10 @@ fn configured_frame_bytes_max_is_enforced() {
     // A real produce request just over the limit: its header alone is refused.
     let big = vec![b'b'; 70_000];
     let body = encode_records([big.as_slice()]);
-    let frame = request_frame(7, &Request::Produce { stream: "limited", records: &body, record_count: 1, ack: AckLevel::Durable });
+    let frame = request_frame(
+        7,
+        &Request::Produce { stream: "limited", records: &body, record_count: 1, ack: AckLevel::Durable },
+    );
     assert!(frame.len() - FRAME_HEADER_BYTES > 65536);
     let mut s = node.raw();
     s.write_all(&frame[..FRAME_HEADER_BYTES]).unwrap();
@@ -206,7 +212,12 @@ fn bad_checksum_gets_checksum_mismatch_and_closes() {
     let mut node = Node::start();
     let good = ping_frame(1, 1);
     let payload_at = FRAME_HEADER_BYTES + 4;
-    for (what, at) in [("checksum byte 12", 12usize), ("checksum byte 15", 15), ("payload byte", payload_at), ("last payload byte", good.len() - 1)] {
+    for (what, at) in [
+        ("checksum byte 12", 12usize),
+        ("checksum byte 15", 15),
+        ("payload byte", payload_at),
+        ("last payload byte", good.len() - 1),
+    ] {
         let mut frame = good.clone();
         frame[at] ^= 0x01;
         frame.extend_from_slice(&ping_frame(2, 2)); // never read or answered
@@ -224,9 +235,13 @@ fn requests_read_before_a_bad_frame_are_still_answered() {
     let mut client = node.client();
     client.create_stream("slow-one").unwrap();
     // A long-poll that is still running when the bad frame arrives, a produce, then garbage.
-    let mut bytes = request_frame(10, &Request::Fetch { stream: "slow-one", offset: 0, max_bytes: 1024, max_wait_ms: 700 });
+    let mut bytes =
+        request_frame(10, &Request::Fetch { stream: "slow-one", offset: 0, max_bytes: 1024, max_wait_ms: 700 });
     let body = encode_records([b"before-the-bad-frame".as_slice()]);
-    bytes.extend(request_frame(11, &Request::Produce { stream: "slow-two", records: &body, record_count: 1, ack: AckLevel::Durable }));
+    bytes.extend(request_frame(
+        11,
+        &Request::Produce { stream: "slow-two", records: &body, record_count: 1, ack: AckLevel::Durable },
+    ));
     let mut bad = ping_frame(12, 12);
     bad[14] ^= 0xff;
     bytes.extend(bad);
@@ -238,7 +253,10 @@ fn requests_read_before_a_bad_frame_are_still_answered() {
     }
     let ids: Vec<u64> = got.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids.len(), 3, "long-poll, produce and the error, then close: {got:?}");
-    assert!(got.iter().any(|(id, r)| *id == 0 && matches!(r, Response::Error { code: ErrorCode::ChecksumMismatch, .. })), "{got:?}");
+    assert!(
+        got.iter().any(|(id, r)| *id == 0 && matches!(r, Response::Error { code: ErrorCode::ChecksumMismatch, .. })),
+        "{got:?}"
+    );
     assert!(got.iter().any(|(id, r)| *id == 10 && matches!(r, Response::Fetch { .. })), "{got:?}");
     assert!(got.iter().any(|(id, r)| *id == 11 && matches!(r, Response::Produce { base_offset: 0, .. })), "{got:?}");
     assert_eq!(read_all(&mut client, "slow-two"), vec![b"before-the-bad-frame".to_vec()]);
@@ -252,7 +270,10 @@ fn produce_without_required_fields(id: u64) -> Vec<u8> {
     fbb.push_slot::<u32>(wire::ProduceRequest::VT_RECORD_COUNT, 1, 0);
     let table = fbb.end_table(start);
     let body = flatbuffers::WIPOffset::<flatbuffers::UnionWIPOffset>::new(table.value());
-    let message = wire::Message::create(&mut fbb, &wire::MessageArgs { request_id: id, body_type: Body::ProduceRequest, body: Some(body) });
+    let message = wire::Message::create(
+        &mut fbb,
+        &wire::MessageArgs { request_id: id, body_type: Body::ProduceRequest, body: Some(body) },
+    );
     fbb.finish(message, None);
     let mut out = Vec::new();
     encode_frame_into(fbb.finished_data(), &mut out);
@@ -341,7 +362,12 @@ fn intact_frames_with_invalid_messages_get_an_error_and_the_connection_keeps_ser
     for i in 0..200 {
         let mut payload = vec![0u8; rng.gen_range(0..512)];
         rng.fill_bytes(&mut payload);
-        check(&mut s, &format!("random payload {i}"), frame_of(&payload), &[ErrorCode::MalformedMessage, ErrorCode::BadRequest]);
+        check(
+            &mut s,
+            &format!("random payload {i}"),
+            frame_of(&payload),
+            &[ErrorCode::MalformedMessage, ErrorCode::BadRequest],
+        );
     }
     // Valid requests on the same connection still work.
     s.write_all(&request_frame(77, &Request::CreateStream { stream: "still-fine" })).unwrap();
@@ -355,9 +381,13 @@ fn truncated_frames_and_abrupt_disconnects_leave_the_server_serving() {
     let mut node = Node::start();
     let full = {
         let body = encode_records([vec![b'z'; 5000].as_slice()]);
-        request_frame(3, &Request::Produce { stream: "truncated", records: &body, record_count: 1, ack: AckLevel::Durable })
+        request_frame(
+            3,
+            &Request::Produce { stream: "truncated", records: &body, record_count: 1, ack: AckLevel::Durable },
+        )
     };
-    let cuts = [1usize, 7, FRAME_HEADER_BYTES - 1, FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + 1, full.len() / 2, full.len() - 1];
+    let cuts =
+        [1usize, 7, FRAME_HEADER_BYTES - 1, FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + 1, full.len() / 2, full.len() - 1];
     for cut in cuts {
         for how in ["close", "shutdown-write", "reset"] {
             let mut s = node.raw();
@@ -409,7 +439,10 @@ fn half_close_answers_everything_already_sent_then_closes() {
     for i in 1..=20u64 {
         if i % 2 == 0 {
             let body = encode_records([format!("half-close-{i}").as_bytes()]);
-            bytes.extend(request_frame(i, &Request::Produce { stream: "half-close", records: &body, record_count: 1, ack: AckLevel::Durable }));
+            bytes.extend(request_frame(
+                i,
+                &Request::Produce { stream: "half-close", records: &body, record_count: 1, ack: AckLevel::Durable },
+            ));
         } else {
             bytes.extend(ping_frame(i, i));
         }

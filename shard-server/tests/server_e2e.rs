@@ -103,7 +103,11 @@ fn ddc_cli_produce_consume_streams_info() {
     // A second produce with small batches and written acks continues the offsets.
     let out = node.ddc(&["produce", stream, "--batch", "3", "--ack", "written"], b"tail-a\ntail-b\ntail-c\ntail-d\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("offsets 2500..2504"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("offsets 2500..2504"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     lines.extend(["tail-a", "tail-b", "tail-c", "tail-d"].map(String::from));
 
     // --file input.
@@ -167,10 +171,18 @@ fn ddc_cli_produce_consume_streams_info() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("UnknownStream"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = node.ddc(&["produce", "bad/name"], b"a\n");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("InvalidStreamName"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidStreamName"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = node.ddc(&["consume", stream, "--from", "999999"], b"");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("OffsetOutOfRange"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("OffsetOutOfRange"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = node.ddc(&["consume"], b"");
     assert_eq!(out.status.code(), Some(2), "usage error");
     // No server at all: exit 1, not a hang.
@@ -216,7 +228,12 @@ fn pipelined_requests_are_answered_by_id_possibly_out_of_order() {
             let recs = records(&format!("p{i}"), 0..(1 + i as usize % 5));
             let body = encode_records(recs.iter().map(|r| r.as_slice()));
             let id = client
-                .send(&Request::Produce { stream: &streams[stream], records: &body, record_count: recs.len() as u32, ack: AckLevel::Durable })
+                .send(&Request::Produce {
+                    stream: &streams[stream],
+                    records: &body,
+                    record_count: recs.len() as u32,
+                    ack: AckLevel::Durable,
+                })
                 .unwrap();
             sent.insert(id, Sent::Produce { stream, records: recs });
         }
@@ -357,7 +374,8 @@ fn ddc_consume_follow_sees_records_produced_after_it_started() {
             }
         }
     });
-    let next_line = |what: &str| rx.recv_timeout(Duration::from_secs(15)).unwrap_or_else(|_| panic!("no line for {what}"));
+    let next_line =
+        |what: &str| rx.recv_timeout(Duration::from_secs(15)).unwrap_or_else(|_| panic!("no line for {what}"));
     assert_eq!(next_line("before-0"), "0\tbefore-0");
     assert_eq!(next_line("before-1"), "1\tbefore-1");
     // Let it settle into long-polling at the tail, then produce from elsewhere.
@@ -455,7 +473,8 @@ fn sigterm_exits_zero_and_restart_keeps_all_data() {
 
     // A long-poll in progress and an idle connection must not hold up shutdown.
     let mut waiter = node.client();
-    let mut poller = Some(std::thread::spawn(move || waiter.fetch("restart-empty", 0, 1 << 20, 25_000).map(|f| f.records.len())));
+    let mut poller =
+        Some(std::thread::spawn(move || waiter.fetch("restart-empty", 0, 1 << 20, 25_000).map(|f| f.records.len())));
     let _idle = node.raw();
     std::thread::sleep(Duration::from_millis(200));
     drop(client);
@@ -520,7 +539,11 @@ fn errors_have_the_right_code_and_the_connection_keeps_serving() {
 
         for offset in [3, 4, 1000, u64::MAX] {
             assert_eq!(code_of(client.fetch(&stream, offset, 1024, 0)), ErrorCode::OffsetOutOfRange, "offset {offset}");
-            assert_eq!(code_of(client.fetch(&stream, offset, 1024, 100)), ErrorCode::OffsetOutOfRange, "offset {offset}");
+            assert_eq!(
+                code_of(client.fetch(&stream, offset, 1024, 100)),
+                ErrorCode::OffsetOutOfRange,
+                "offset {offset}"
+            );
         }
         assert!(client.ping().is_ok());
 
@@ -541,7 +564,11 @@ fn errors_have_the_right_code_and_the_connection_keeps_serving() {
             }
             // Invalid records to a stream that does not exist yet.
             let fresh = name_on_core(&format!("errors-fresh-{core}"), core);
-            assert_eq!(code_of(client.produce_body(&fresh, body, *count, AckLevel::Durable)), ErrorCode::InvalidRecords, "{what}");
+            assert_eq!(
+                code_of(client.produce_body(&fresh, body, *count, AckLevel::Durable)),
+                ErrorCode::InvalidRecords,
+                "{what}"
+            );
             assert!(client.ping().is_ok());
         }
         // Nothing was appended by the refused requests; appends continue at 2.
@@ -552,9 +579,22 @@ fn errors_have_the_right_code_and_the_connection_keeps_serving() {
     // The same errors pipelined, each answered with its own request id.
     let mut ids = BTreeSet::new();
     let bad_records = encode_records([b"a".as_slice()]);
-    ids.insert(client.send(&Request::Produce { stream: "x/y", records: &bad_records, record_count: 1, ack: AckLevel::Durable }).unwrap());
+    ids.insert(
+        client
+            .send(&Request::Produce { stream: "x/y", records: &bad_records, record_count: 1, ack: AckLevel::Durable })
+            .unwrap(),
+    );
     ids.insert(client.send(&Request::Fetch { stream: "nope-nope", offset: 0, max_bytes: 10, max_wait_ms: 0 }).unwrap());
-    ids.insert(client.send(&Request::Produce { stream: "ok-stream", records: &bad_records, record_count: 5, ack: AckLevel::Durable }).unwrap());
+    ids.insert(
+        client
+            .send(&Request::Produce {
+                stream: "ok-stream",
+                records: &bad_records,
+                record_count: 5,
+                ack: AckLevel::Durable,
+            })
+            .unwrap(),
+    );
     let ping_id = client.send(&Request::Ping { nonce: 5 }).unwrap();
     let mut got = BTreeMap::new();
     for _ in 0..4 {
@@ -584,7 +624,10 @@ fn every_two_core_start_becomes_ready() {
         node.spawn();
         match node.try_ready(Duration::from_secs(10)) {
             common::StartOutcome::Ready => {}
-            other => failures.push(format!("start {i}: {other:?}: {}", node.log().lines().find(|l| l.contains("panicked")).unwrap_or("(no panic logged)"))),
+            other => failures.push(format!(
+                "start {i}: {other:?}: {}",
+                node.log().lines().find(|l| l.contains("panicked")).unwrap_or("(no panic logged)")
+            )),
         }
     }
     assert!(failures.is_empty(), "{} of 20 starts failed:\n{}", failures.len(), failures.join("\n"));

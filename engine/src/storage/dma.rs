@@ -119,13 +119,8 @@ impl Storage for DmaStorage {
     }
 
     async fn create_file(&self, path: &Path) -> io::Result<DmaSegmentFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .dma_open(path)
-            .await
-            .map_err(glommio_err)?;
+        let file =
+            OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await.map_err(glommio_err)?;
         Ok(DmaSegmentFile { file, read_split_bytes: self.read_split_bytes.max(4096) })
     }
 
@@ -211,7 +206,10 @@ impl StorageFile for DmaSegmentFile {
         debug_assert_eq!(len as u64 % self.alignment(), 0);
         let written = self.file.write_rc_at(buf, pos).await.map_err(glommio_err)?;
         if written != len {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short direct write: {written} of {len} bytes at {pos}")));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short direct write: {written} of {len} bytes at {pos}"),
+            ));
         }
         Ok(())
     }

@@ -333,7 +333,6 @@ impl State {
         self.inodes.insert(ino, inode);
         ino
     }
-
 }
 
 /// The simulated disk. Cheap to clone: clones share the same disk.
@@ -510,7 +509,8 @@ impl SimStorage {
     pub fn crash_with(&self, seed: u64, mode: CrashMode) {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut st = self.state.borrow_mut();
-        let dirs: BTreeSet<PathBuf> = st.durable.dirs.iter().filter(|d| st.durable.dir_chain_exists(d)).cloned().collect();
+        let dirs: BTreeSet<PathBuf> =
+            st.durable.dirs.iter().filter(|d| st.durable.dir_chain_exists(d)).cloned().collect();
         let survivors = Namespace { dirs, files: BTreeMap::new() };
         let mut files = BTreeMap::new();
         let mut inodes = BTreeMap::new();
@@ -522,7 +522,12 @@ impl SimStorage {
             if let std::collections::btree_map::Entry::Vacant(slot) = inodes.entry(ino) {
                 let old = &st.inodes[&ino];
                 let content = resolve(old, mode, &mut rng);
-                slot.insert(Inode { current: content.clone(), durable: content, pending: Vec::new(), prealloc: old.prealloc });
+                slot.insert(Inode {
+                    current: content.clone(),
+                    durable: content,
+                    pending: Vec::new(),
+                    prealloc: old.prealloc,
+                });
             }
             files.insert(path, ino);
         }
@@ -624,7 +629,11 @@ pub struct SimFile {
 
 impl std::fmt::Debug for SimFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimFile").field("path", &self.path).field("ino", &self.ino).field("generation", &self.generation).finish()
+        f.debug_struct("SimFile")
+            .field("path", &self.path)
+            .field("ino", &self.ino)
+            .field("generation", &self.generation)
+            .finish()
     }
 }
 
@@ -673,7 +682,8 @@ impl Storage for SimStorage {
         self.jitter().await;
         let mut st = self.state.borrow_mut();
         st.admit(self.generation.get())?;
-        let mut missing: Vec<PathBuf> = path.ancestors().filter(|a| !st.current.is_dir(a)).map(Path::to_owned).collect();
+        let mut missing: Vec<PathBuf> =
+            path.ancestors().filter(|a| !st.current.is_dir(a)).map(Path::to_owned).collect();
         missing.reverse();
         for dir in missing {
             if st.current.files.contains_key(&dir) {
@@ -697,7 +707,9 @@ impl Storage for SimStorage {
         st.durable.dirs.retain(|d| parent_of(d) != path);
         st.durable.dirs.extend(st.current.dirs.iter().filter(|d| parent_of(d) == path).cloned());
         st.durable.files.retain(|f, _| parent_of(f) != path);
-        st.durable.files.extend(st.current.files.iter().filter(|(f, _)| parent_of(f) == path).map(|(f, i)| (f.clone(), *i)));
+        st.durable
+            .files
+            .extend(st.current.files.iter().filter(|(f, _)| parent_of(f) == path).map(|(f, i)| (f.clone(), *i)));
         st.log(|| format!("sync_dir {}", path.display()));
         Ok(())
     }
@@ -730,7 +742,8 @@ impl Storage for SimStorage {
         }
         let old = st.current.files.get(path).map(|i| st.inodes[i].allocated()).unwrap_or(0);
         st.check_space(old, align_up(bytes.len() as u64, ALLOC_BLOCK_BYTES))?;
-        let ino = st.new_inode(Inode { current: bytes.to_vec(), durable: bytes.to_vec(), pending: Vec::new(), prealloc: 0 });
+        let ino =
+            st.new_inode(Inode { current: bytes.to_vec(), durable: bytes.to_vec(), pending: Vec::new(), prealloc: 0 });
         st.current.files.insert(path.to_owned(), ino);
         st.durable.files.insert(path.to_owned(), ino);
         st.log(|| format!("write_small_durably {} ({} bytes)", path.display(), bytes.len()));
@@ -782,7 +795,8 @@ impl StorageFile for SimFile {
             Some(WriteFault::Eio) => {
                 st.stats.faults_fired += 1;
                 // Some sectors may have reached the device cache anyway.
-                let keep: Vec<bool> = (0..data.len().div_ceil(SECTOR_BYTES as usize)).map(|_| st.rng.gen_bool(0.5)).collect();
+                let keep: Vec<bool> =
+                    (0..data.len().div_ceil(SECTOR_BYTES as usize)).map(|_| st.rng.gen_bool(0.5)).collect();
                 let inode = st.inode(self.ino);
                 for (i, sector) in data.chunks(SECTOR_BYTES as usize).enumerate() {
                     if keep[i] {
@@ -799,7 +813,13 @@ impl StorageFile for SimFile {
                 let byte = st.rng.gen_range(0..data.len());
                 let bit = st.rng.gen_range(0..8);
                 data[byte] ^= 1 << bit;
-                st.log(|| format!("write {} at {pos} len {len}: injected bit flip at {}", self.path.display(), pos + byte as u64));
+                st.log(|| {
+                    format!(
+                        "write {} at {pos} len {len}: injected bit flip at {}",
+                        self.path.display(),
+                        pos + byte as u64
+                    )
+                });
             }
             Some(WriteFault::Misdirect) => {
                 st.stats.faults_fired += 1;

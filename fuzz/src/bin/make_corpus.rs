@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ddc_formats::batch::{encode_records, BatchHeader};
 use ddc_formats::frame::{encode_frame_into, FRAME_HEADER_BYTES};
-use ddc_formats::message::{
-    encode_request_frame, encode_response_frame, Request, Response, SegmentInfo, StreamInfo,
-};
+use ddc_formats::message::{encode_request_frame, encode_response_frame, Request, Response, SegmentInfo, StreamInfo};
 use ddc_formats::segment::{encode_index, IndexEntry, SealManifest, SegmentHeader};
 use ddc_formats::wire::{AckLevel, ErrorCode};
 use flatbuffers::FlatBufferBuilder;
@@ -35,80 +33,24 @@ fn main() {
     // --- request / response payloads (unframed) and whole frames -----------
     let records = encode_records([b"hello".as_slice(), b"".as_slice(), b"world!".as_slice()]);
     let requests = [
-        (
-            "produce",
-            Request::Produce {
-                stream: "orders",
-                records: &records,
-                record_count: 3,
-                ack: AckLevel::Durable,
-            },
-        ),
+        ("produce", Request::Produce { stream: "orders", records: &records, record_count: 3, ack: AckLevel::Durable }),
         (
             "produce-unsynced",
-            Request::Produce {
-                stream: "s",
-                records: &records[..9],
-                record_count: 1,
-                ack: AckLevel::WrittenNotSynced,
-            },
+            Request::Produce { stream: "s", records: &records[..9], record_count: 1, ack: AckLevel::WrittenNotSynced },
         ),
-        (
-            "fetch",
-            Request::Fetch {
-                stream: "orders",
-                offset: 42,
-                max_bytes: 1 << 20,
-                max_wait_ms: 250,
-            },
-        ),
-        (
-            "create",
-            Request::CreateStream {
-                stream: "my-stream_1.v2",
-            },
-        ),
+        ("fetch", Request::Fetch { stream: "orders", offset: 42, max_bytes: 1 << 20, max_wait_ms: 250 }),
+        ("create", Request::CreateStream { stream: "my-stream_1.v2" }),
         ("list", Request::ListStreams),
         ("info", Request::StreamInfo { stream: "orders" }),
-        (
-            "ping",
-            Request::Ping {
-                nonce: 0x0123_4567_89ab_cdef,
-            },
-        ),
+        ("ping", Request::Ping { nonce: 0x0123_4567_89ab_cdef }),
     ];
     let run = batch_run(&[(0, &[b"a", b"bb"]), (2, &[b"ccc"])]);
     let responses = [
-        (
-            "produce",
-            Response::Produce {
-                base_offset: 7,
-                record_count: 3,
-            },
-        ),
-        (
-            "fetch",
-            Response::Fetch {
-                batches: run.clone(),
-                high_watermark: 3,
-                log_start_offset: 0,
-            },
-        ),
-        (
-            "fetch-empty",
-            Response::Fetch {
-                batches: Vec::new(),
-                high_watermark: 0,
-                log_start_offset: 0,
-            },
-        ),
+        ("produce", Response::Produce { base_offset: 7, record_count: 3 }),
+        ("fetch", Response::Fetch { batches: run.clone(), high_watermark: 3, log_start_offset: 0 }),
+        ("fetch-empty", Response::Fetch { batches: Vec::new(), high_watermark: 0, log_start_offset: 0 }),
         ("create", Response::CreateStream { created: true }),
-        (
-            "list",
-            Response::ListStreams {
-                streams: vec!["a".into(), "orders".into()],
-            },
-        ),
+        ("list", Response::ListStreams { streams: vec!["a".into(), "orders".into()] }),
         (
             "info",
             Response::StreamInfo(StreamInfo {
@@ -117,39 +59,15 @@ fn main() {
                 next_offset: 10,
                 high_watermark: 9,
                 segments: vec![
-                    SegmentInfo {
-                        base_offset: 0,
-                        next_offset: 5,
-                        size_bytes: 4096,
-                        sealed: true,
-                        root: Some([3; 32]),
-                    },
-                    SegmentInfo {
-                        base_offset: 5,
-                        next_offset: 10,
-                        size_bytes: 512,
-                        sealed: false,
-                        root: None,
-                    },
+                    SegmentInfo { base_offset: 0, next_offset: 5, size_bytes: 4096, sealed: true, root: Some([3; 32]) },
+                    SegmentInfo { base_offset: 5, next_offset: 10, size_bytes: 512, sealed: false, root: None },
                 ],
                 core: 1,
                 fenced_reason: Some("fsync failed".into()),
             }),
         ),
-        (
-            "ping",
-            Response::Ping {
-                nonce: 9,
-                server_version: "0.1.0".into(),
-            },
-        ),
-        (
-            "error",
-            Response::Error {
-                code: ErrorCode::UnknownStream,
-                message: "no such stream".into(),
-            },
-        ),
+        ("ping", Response::Ping { nonce: 9, server_version: "0.1.0".into() }),
+        ("error", Response::Error { code: ErrorCode::UnknownStream, message: "no such stream".into() }),
     ];
 
     let mut fbb = FlatBufferBuilder::new();
@@ -182,35 +100,18 @@ fn main() {
     // --- batch: batch runs, and (first byte = count) + body for validate_records
     put("batch", "one", &batch_run(&[(0, &[b"hello"])]));
     put("batch", "two", &run);
-    put(
-        "batch",
-        "three-with-empty-record",
-        &batch_run(&[(10, &[b"x"]), (11, &[b"", b"yz"]), (13, &[b"last"])]),
-    );
+    put("batch", "three-with-empty-record", &batch_run(&[(10, &[b"x"]), (11, &[b"", b"yz"]), (13, &[b"last"])]));
     let mut counted = vec![3u8];
     counted.extend_from_slice(&records);
     put("batch", "count-and-body", &counted);
     put("batch", "count-one-empty-record", &[1, 0, 0, 0, 0]);
 
     // --- segment files -------------------------------------------------------
-    let mut log = SegmentHeader {
-        base_offset: 0,
-        created_ms: 1_700_000_000_000,
-    }
-    .encode()
-    .to_vec();
+    let mut log = SegmentHeader { base_offset: 0, created_ms: 1_700_000_000_000 }.encode().to_vec();
     put("segment_files", "segment-header", &log);
     log.extend_from_slice(&run);
     put("segment_files", "segment-header-and-batches", &log);
-    put(
-        "segment_files",
-        "segment-header-high-base",
-        &SegmentHeader {
-            base_offset: 1 << 40,
-            created_ms: 5,
-        }
-        .encode(),
-    );
+    put("segment_files", "segment-header-high-base", &SegmentHeader { base_offset: 1 << 40, created_ms: 5 }.encode());
     let seal = SealManifest {
         base_offset: 0,
         next_offset: 3,
@@ -226,18 +127,9 @@ fn main() {
         "segment_files",
         "index",
         &encode_index(&[
-            IndexEntry {
-                offset: 0,
-                position: 64,
-            },
-            IndexEntry {
-                offset: 100,
-                position: 8192,
-            },
-            IndexEntry {
-                offset: 250,
-                position: 20000,
-            },
+            IndexEntry { offset: 0, position: 64 },
+            IndexEntry { offset: 100, position: 8192 },
+            IndexEntry { offset: 250, position: 20000 },
         ]),
     );
 
@@ -249,9 +141,7 @@ fn batch_run(batches: &[(u64, &[&[u8]])]) -> Vec<u8> {
     let mut out = Vec::new();
     for &(base, recs) in batches {
         let body = encode_records(recs.iter().copied());
-        out.extend_from_slice(
-            &BatchHeader::new(base, recs.len() as u32, &body, 1_700_000_000_123).encode(),
-        );
+        out.extend_from_slice(&BatchHeader::new(base, recs.len() as u32, &body, 1_700_000_000_123).encode());
         out.extend_from_slice(&body);
     }
     out

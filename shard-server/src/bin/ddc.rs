@@ -151,7 +151,9 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Produce { stream, file, batch, ack } => produce(&cli.server, &stream, file, batch.max(1), ack.into()),
-        Command::Consume { stream, from, count, follow, offsets } => consume(&cli.server, &stream, from, count, follow, offsets),
+        Command::Consume { stream, from, count, follow, offsets } => {
+            consume(&cli.server, &stream, from, count, follow, offsets)
+        }
         Command::Create { stream } => {
             let created = connect(&cli.server)?.create_stream(&stream)?;
             println!("{}", if created { format!("created {stream}") } else { format!("{stream} already exists") });
@@ -195,7 +197,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 for s in &info.segments {
                     let state = if s.sealed { "sealed" } else { "open" };
                     let root = s.root.map(hex).unwrap_or_default();
-                    println!("  {:>12} .. {:<12} {:>12} bytes  {state:<6} {root}", s.base_offset, s.next_offset, s.size_bytes);
+                    println!(
+                        "  {:>12} .. {:<12} {:>12} bytes  {state:<6} {root}",
+                        s.base_offset, s.next_offset, s.size_bytes
+                    );
                 }
             }
             Ok(())
@@ -206,7 +211,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{} answered in {:?} (version {version})", cli.server, t0.elapsed());
             Ok(())
         }
-        Command::Bench { mode, connections, record_size, batch, in_flight, duration, count, stream_prefix, ack, fetch_bytes, json } => {
+        Command::Bench {
+            mode,
+            connections,
+            record_size,
+            batch,
+            in_flight,
+            duration,
+            count,
+            stream_prefix,
+            ack,
+            fetch_bytes,
+            json,
+        } => {
             let duration = match (duration, count) {
                 (Some(d), _) => Some(Duration::from_secs_f64(d)),
                 (None, Some(_)) => None,
@@ -253,7 +270,9 @@ fn hex(bytes: [u8; 32]) -> String {
 /// Send batches of lines, keeping a few requests in flight.
 fn produce(server: &str, stream: &str, file: Option<PathBuf>, batch: usize, ack: AckLevel) -> anyhow::Result<()> {
     let input: Box<dyn BufRead> = match &file {
-        Some(path) => Box::new(std::io::BufReader::new(std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?)),
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?,
+        )),
         None => Box::new(std::io::stdin().lock()),
     };
     let mut client = connect(server)?;
@@ -314,14 +333,23 @@ impl Tally {
                 self.total += u64::from(record_count);
                 Ok(())
             }
-            ddc_formats::message::Response::Error { code, message } => anyhow::bail!("server refused ({code:?}): {message}"),
+            ddc_formats::message::Response::Error { code, message } => {
+                anyhow::bail!("server refused ({code:?}): {message}")
+            }
             other => anyhow::bail!("unexpected response {other:?}"),
         }
     }
 }
 
 /// Print records from `from`, until `count` or the end (or forever with `follow`).
-fn consume(server: &str, stream: &str, from: u64, count: Option<u64>, follow: bool, offsets: bool) -> anyhow::Result<()> {
+fn consume(
+    server: &str,
+    stream: &str,
+    from: u64,
+    count: Option<u64>,
+    follow: bool,
+    offsets: bool,
+) -> anyhow::Result<()> {
     let mut client = connect(server)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());

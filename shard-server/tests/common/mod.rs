@@ -85,7 +85,17 @@ impl Node {
         let data_dir = dir.path().join("data");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log_path = dir.path().join("server-0.log");
-        Node { dir, data_dir, addr, config: None, child: None, starts: 0, log_path, slowest_start: Duration::ZERO, keep_port: false }
+        Node {
+            dir,
+            data_dir,
+            addr,
+            config: None,
+            child: None,
+            starts: 0,
+            log_path,
+            slowest_start: Duration::ZERO,
+            keep_port: false,
+        }
     }
 
     /// Start a node with the default configuration and wait until it answers.
@@ -200,7 +210,11 @@ impl Node {
     /// Keep the log and the threads' states of a start that hung (the tempdir goes away with the test).
     fn save_hung_start(&self, log: &str) -> String {
         let pid = self.pid();
-        let mut report = format!("shard-server pid {pid}, data dir {}, started {} times\n--- threads (comm state wchan utime stime) ---\n", self.data_dir.display(), self.starts);
+        let mut report = format!(
+            "shard-server pid {pid}, data dir {}, started {} times\n--- threads (comm state wchan utime stime) ---\n",
+            self.data_dir.display(),
+            self.starts
+        );
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
             for task in tasks.flatten() {
                 let p = task.path();
@@ -235,8 +249,13 @@ impl Node {
     pub fn wait_ready(&mut self) {
         match self.try_ready(START_TIMEOUT) {
             StartOutcome::Ready => {}
-            StartOutcome::Exited(status) => panic!("shard-server exited during start with {status}\n--- server log ---\n{}", self.log()),
-            StartOutcome::Hung => panic!("shard-server did not answer a ping within {START_TIMEOUT:?}\n--- server log ---\n{}", self.log()),
+            StartOutcome::Exited(status) => {
+                panic!("shard-server exited during start with {status}\n--- server log ---\n{}", self.log())
+            }
+            StartOutcome::Hung => panic!(
+                "shard-server did not answer a ping within {START_TIMEOUT:?}\n--- server log ---\n{}",
+                self.log()
+            ),
         }
     }
 
@@ -367,10 +386,7 @@ impl Drop for Node {
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!(
-                "--- last lines of shard-server log {} (running: {was_running}) ---",
-                self.log_path.display()
-            );
+            eprintln!("--- last lines of shard-server log {} (running: {was_running}) ---", self.log_path.display());
             for line in tail.iter().rev() {
                 eprintln!("{line}");
             }
@@ -442,7 +458,8 @@ pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<(u64, Respon
     parsed
         .verify_payload(&header, &payload)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    let decoded = decode_response(&payload).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let decoded =
+        decode_response(&payload).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     Ok(Some(decoded))
 }
 
@@ -472,13 +489,17 @@ pub fn read_all(client: &mut Client, stream: &str) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut offset = 0u64;
     loop {
-        let fetched = client.fetch(stream, offset, 1 << 20, 0).unwrap_or_else(|e| panic!("fetch {stream} at {offset}: {e}"));
+        let fetched =
+            client.fetch(stream, offset, 1 << 20, 0).unwrap_or_else(|e| panic!("fetch {stream} at {offset}: {e}"));
         for (o, record) in fetched.records {
             assert_eq!(o, out.len() as u64, "{stream}: offsets are not consecutive");
             out.push(record);
         }
         if fetched.next_offset == offset {
-            assert_eq!(offset, fetched.high_watermark, "{stream}: fetch at {offset} returned nothing below the high watermark");
+            assert_eq!(
+                offset, fetched.high_watermark,
+                "{stream}: fetch at {offset} returned nothing below the high watermark"
+            );
             return out;
         }
         offset = fetched.next_offset;
