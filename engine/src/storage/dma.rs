@@ -44,28 +44,12 @@ pub struct DmaSegmentFile {
     read_split_bytes: usize,
 }
 
+/// The underlying `io::Error`, errno intact (ENOSPC must stay recognizable);
+/// callers add the operation and path to the message themselves.
 fn glommio_err(e: glommio::GlommioError<()>) -> io::Error {
     match e {
-        glommio::GlommioError::IoError(e) => e,
-        glommio::GlommioError::EnhancedIoError { source, op, path, fd } => {
-            io::Error::new(source.kind(), format!("{op} {path:?} (fd {fd:?}): {source}"))
-                .raw_os_error_fallback(source.raw_os_error())
-        }
+        glommio::GlommioError::IoError(e) | glommio::GlommioError::EnhancedIoError { source: e, .. } => e,
         other => io::Error::other(other.to_string()),
-    }
-}
-
-/// Keep the errno of an enhanced glommio error so ENOSPC stays recognizable.
-trait RawOsFallback {
-    fn raw_os_error_fallback(self, errno: Option<i32>) -> io::Error;
-}
-
-impl RawOsFallback for io::Error {
-    fn raw_os_error_fallback(self, errno: Option<i32>) -> io::Error {
-        match errno {
-            Some(n) => io::Error::from_raw_os_error(n),
-            None => self,
-        }
     }
 }
 
