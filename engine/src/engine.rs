@@ -96,6 +96,11 @@ impl<S: Storage> Engine<S> {
         self.core
     }
 
+    /// How many cores (engines) the node runs; streams are spread over them by [`owner_core`].
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+
     pub fn config(&self) -> &LogConfig {
         &self.config
     }

@@ -20,6 +20,8 @@ pub enum EngineError {
     WritesFenced { stream: String, reason: String, storage_full: bool },
     #[error("no space left in the data directory: {0}")]
     StorageFull(String),
+    #[error("stream {stream:?}: batch for offset {expected} does not continue the log, whose next offset is {next}")]
+    OffsetMismatch { stream: String, expected: u64, next: u64 },
     #[error("shutting down")]
     ShuttingDown,
     #[error("I/O error: {0}")]

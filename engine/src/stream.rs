@@ -359,6 +359,22 @@ impl<S: Storage> Stream<S> {
 
     /// Append one batch; resolves when `ack` is satisfied. Returns the base offset.
     pub async fn append(&self, records: &[u8], record_count: u32, ack: AckLevel) -> Result<u64> {
+        self.append_inner(records, record_count, ack, None).await
+    }
+
+    /// Append one batch that must start at `base_offset` (a follower copying
+    /// its leader's log). Refused with [`EngineError::OffsetMismatch`], and
+    /// nothing written, when the log's next offset at admission differs.
+    pub async fn append_at(&self, base_offset: u64, records: &[u8], record_count: u32, ack: AckLevel) -> Result<u64> {
+        self.append_inner(records, record_count, ack, Some(base_offset)).await
+    }
+
+    /// The offset the next admitted append will get.
+    pub fn next_offset(&self) -> u64 {
+        self.w.borrow().next_offset
+    }
+
+    async fn append_inner(&self, records: &[u8], record_count: u32, ack: AckLevel, at: Option<u64>) -> Result<u64> {
         let need = BATCH_HEADER_BYTES + records.len();
         if need > self.config.batch_bytes_max {
             return Err(EngineError::InvalidRecords(format!(
@@ -393,6 +409,15 @@ impl<S: Storage> Stream<S> {
         }
         let (base, end_offset) = {
             let mut w = self.w.borrow_mut();
+            if let Some(expected) = at {
+                if expected != w.next_offset {
+                    return Err(EngineError::OffsetMismatch {
+                        stream: self.name.clone(),
+                        expected,
+                        next: w.next_offset,
+                    });
+                }
+            }
             if w.active.batch_count > 0 && w.active.end + need as u64 > self.config.segment_bytes_max {
                 self.roll(&mut w);
             }
@@ -741,6 +766,99 @@ impl<S: Storage> Stream<S> {
             want = (max_bytes.saturating_sub(out.batches.len()) as u64 + BATCH_HEADER_BYTES as u64).max(BLOCK_BYTES);
         }
         Ok(out)
+    }
+
+    /// The bytes of a sealed segment that its BLAKE3 root covers (header and
+    /// batches), checked against the root. Errors if `base` is not a sealed segment.
+    pub async fn read_sealed(&self, base: u64) -> Result<(SealManifest, Vec<u8>)> {
+        let seg = self.segments.borrow().get(&base).cloned();
+        let seg = seg.ok_or_else(|| EngineError::OffsetOutOfRange {
+            stream: self.name.clone(),
+            offset: base,
+            log_start: self.log_start.get(),
+            next: self.high_watermark.get(),
+        })?;
+        let manifest = seg.seal.get().ok_or_else(|| EngineError::Io(format!("segment {base} is not sealed")))?;
+        let file = seg.file_for_read(&self.storage).await?;
+        let mut bytes = Vec::with_capacity(manifest.data_len as usize);
+        const CHUNK: u64 = 4 << 20;
+        while (bytes.len() as u64) < manifest.data_len {
+            let pos = bytes.len() as u64;
+            let want = CHUNK.min(manifest.data_len - pos) as usize;
+            let chunk = file
+                .read_at(pos, want)
+                .await
+                .map_err(|e| EngineError::io(format!("read {} at {pos}", seg.path.display()), &e))?;
+            if chunk.len() < want {
+                return Err(EngineError::Corrupted {
+                    stream: self.name.clone(),
+                    segment_base: base,
+                    position: pos + chunk.len() as u64,
+                    end: manifest.data_len,
+                    reason: "sealed segment file is shorter than its manifest says".into(),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+            glommio::yield_if_needed().await;
+        }
+        if *blake3::hash(&bytes).as_bytes() != manifest.root {
+            return Err(EngineError::Corrupted {
+                stream: self.name.clone(),
+                segment_base: base,
+                position: 0,
+                end: manifest.data_len,
+                reason: "sealed segment does not match its BLAKE3 root".into(),
+            });
+        }
+        Ok((manifest, bytes))
+    }
+
+    /// Delete sealed segments that end at or below `offset` (their data is kept
+    /// elsewhere, e.g. erasure-coded across the cluster). The open segment is
+    /// never deleted. Returns how many were deleted; the log then starts at the
+    /// first remaining segment.
+    pub async fn drop_sealed_below(&self, offset: u64) -> Result<usize> {
+        let doomed: Vec<Rc<Segment<S>>> = {
+            let active_base = self.w.borrow().active.seg.base_offset;
+            let mut rolled: Vec<u64> = self.w.borrow().rolled.iter().map(|r| r.seg.base_offset).collect();
+            rolled.push(active_base);
+            self.segments
+                .borrow()
+                .values()
+                .filter(|s| !rolled.contains(&s.base_offset) && s.seal.get().is_some_and(|m| m.next_offset <= offset))
+                .cloned()
+                .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        {
+            let mut segments = self.segments.borrow_mut();
+            for seg in &doomed {
+                segments.remove(&seg.base_offset);
+            }
+            let start = segments.keys().next().copied().unwrap_or(self.high_watermark.get());
+            self.log_start.set(start);
+        }
+        // The .log goes first: recovery only looks for .log files, so a crash
+        // part way leaves at most orphan .idx/.seal files, never a gap.
+        for seg in &doomed {
+            seg.close_file();
+            for path in
+                [seg.path.clone(), index_path(&self.dir, seg.base_offset), seal_path(&self.dir, seg.base_offset)]
+            {
+                match self.storage.remove_file(&path).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(EngineError::io(format!("remove {}", path.display()), &e)),
+                }
+            }
+        }
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| EngineError::io(format!("sync {}", self.dir.display()), &e))?;
+        Ok(doomed.len())
     }
 
     /// A description of the stream for `StreamInfo`.

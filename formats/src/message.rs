@@ -13,24 +13,103 @@ use crate::FormatError;
 /// A request as the client sent it, borrowing from the frame payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
-    Produce { stream: &'a str, records: &'a [u8], record_count: u32, ack: AckLevel },
-    Fetch { stream: &'a str, offset: u64, max_bytes: u32, max_wait_ms: u32 },
-    CreateStream { stream: &'a str },
+    Produce {
+        stream: &'a str,
+        records: &'a [u8],
+        record_count: u32,
+        ack: AckLevel,
+    },
+    Fetch {
+        stream: &'a str,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    },
+    CreateStream {
+        stream: &'a str,
+    },
     ListStreams,
-    StreamInfo { stream: &'a str },
-    Ping { nonce: u64 },
+    StreamInfo {
+        stream: &'a str,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Seal {
+        stream: &'a str,
+    },
+    /// Node to node: leader-durable batches for a follower, exactly as stored.
+    Replicate {
+        stream: &'a str,
+        base_offset: u64,
+        batches: &'a [u8],
+        leader: &'a [u8],
+        /// Offsets below it are erasure-coded with every shard stored.
+        coded_offset: u64,
+    },
+    /// Node to node: store a shard (header bytes per docs/FORMATS.md, then body).
+    PutShard {
+        header: &'a [u8],
+        body: &'a [u8],
+    },
+    GetShard {
+        stream: &'a str,
+        base_offset: u64,
+        index: u8,
+    },
+    ListShards {
+        stream: Option<&'a str>,
+        verify: bool,
+    },
+    Repair {
+        stream: Option<&'a str>,
+    },
 }
 
 impl Request<'_> {
-    /// The stream a request is about, if any (decides which core serves it).
+    /// The stream a request names, if any (decides which core serves it).
     pub fn stream(&self) -> Option<&str> {
         match self {
             Request::Produce { stream, .. }
             | Request::Fetch { stream, .. }
             | Request::CreateStream { stream }
-            | Request::StreamInfo { stream } => Some(stream),
-            Request::ListStreams | Request::Ping { .. } => None,
+            | Request::StreamInfo { stream }
+            | Request::Seal { stream }
+            | Request::Replicate { stream, .. }
+            | Request::GetShard { stream, .. } => Some(stream),
+            Request::ListShards { stream, .. } | Request::Repair { stream } => *stream,
+            // The stream is inside the shard header; the server decodes it to route.
+            Request::PutShard { .. } | Request::ListStreams | Request::Ping { .. } => None,
         }
+    }
+}
+
+/// One shard as a holder reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardEntry {
+    /// The shard's header bytes (docs/FORMATS.md "Shards").
+    pub header: Vec<u8>,
+    pub healthy: bool,
+    pub detail: String,
+}
+
+/// What one repair pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    pub segments_checked: u64,
+    pub shards_missing: u64,
+    pub shards_corrupt: u64,
+    pub shards_rebuilt: u64,
+    pub errors: Vec<String>,
+}
+
+impl RepairReport {
+    pub fn add(&mut self, other: RepairReport) {
+        self.segments_checked += other.segments_checked;
+        self.shards_missing += other.shards_missing;
+        self.shards_corrupt += other.shards_corrupt;
+        self.shards_rebuilt += other.shards_rebuilt;
+        self.errors.extend(other.errors);
     }
 }
 
@@ -66,6 +145,12 @@ pub enum Response {
     StreamInfo(StreamInfo),
     Ping { nonce: u64, server_version: String },
     Error { code: ErrorCode, message: String },
+    Seal { sealed_base_offset: Option<u64> },
+    Replicate { next_offset: u64 },
+    PutShard,
+    GetShard { header: Vec<u8>, body: Vec<u8> },
+    ListShards { shards: Vec<ShardEntry> },
+    Repair(RepairReport),
 }
 
 fn malformed(e: flatbuffers::InvalidFlatbuffer) -> FormatError {
@@ -84,8 +169,14 @@ pub fn peek_request_id(payload: &[u8]) -> Option<u64> {
 
 /// Verify and decode a request payload. Returns the request id and the request.
 pub fn decode_request(payload: &[u8]) -> Result<(u64, Request<'_>), FormatError> {
+    decode_request_envelope(payload).map(|(id, _, r)| (id, r))
+}
+
+/// [`decode_request`], also returning the envelope's `forwarded` flag.
+pub fn decode_request_envelope(payload: &[u8]) -> Result<(u64, bool, Request<'_>), FormatError> {
     let message = wire::root_as_message(payload).map_err(malformed)?;
     let id = message.request_id();
+    let forwarded = message.forwarded();
     let request = match message.body_type() {
         Body::ProduceRequest => {
             let r = message.body_as_produce_request().ok_or_else(|| missing("body"))?;
@@ -118,6 +209,36 @@ pub fn decode_request(payload: &[u8]) -> Result<(u64, Request<'_>), FormatError>
             let r = message.body_as_ping_request().ok_or_else(|| missing("body"))?;
             Request::Ping { nonce: r.nonce() }
         }
+        Body::SealRequest => {
+            let r = message.body_as_seal_request().ok_or_else(|| missing("body"))?;
+            Request::Seal { stream: r.stream() }
+        }
+        Body::ReplicateRequest => {
+            let r = message.body_as_replicate_request().ok_or_else(|| missing("body"))?;
+            Request::Replicate {
+                stream: r.stream(),
+                base_offset: r.base_offset(),
+                batches: r.batches().map(|b| b.bytes()).unwrap_or_default(),
+                leader: r.leader().map(|b| b.bytes()).unwrap_or_default(),
+                coded_offset: r.coded_offset(),
+            }
+        }
+        Body::PutShardRequest => {
+            let r = message.body_as_put_shard_request().ok_or_else(|| missing("body"))?;
+            Request::PutShard { header: r.header().bytes(), body: r.body().bytes() }
+        }
+        Body::GetShardRequest => {
+            let r = message.body_as_get_shard_request().ok_or_else(|| missing("body"))?;
+            Request::GetShard { stream: r.stream(), base_offset: r.base_offset(), index: r.index() }
+        }
+        Body::ListShardsRequest => {
+            let r = message.body_as_list_shards_request().ok_or_else(|| missing("body"))?;
+            Request::ListShards { stream: r.stream(), verify: r.verify() }
+        }
+        Body::RepairRequest => {
+            let r = message.body_as_repair_request().ok_or_else(|| missing("body"))?;
+            Request::Repair { stream: r.stream() }
+        }
         other => {
             return Err(FormatError::Invalid {
                 what: "message",
@@ -130,7 +251,7 @@ pub fn decode_request(payload: &[u8]) -> Result<(u64, Request<'_>), FormatError>
             return Err(FormatError::Invalid { what: "produce", reason: format!("unknown ack level {}", ack.0) });
         }
     }
-    Ok((id, request))
+    Ok((id, forwarded, request))
 }
 
 /// Verify and decode a response payload.
@@ -197,6 +318,46 @@ pub fn decode_response(payload: &[u8]) -> Result<(u64, Response), FormatError> {
             let r = message.body_as_error_response().ok_or_else(|| missing("body"))?;
             Response::Error { code: r.code(), message: r.message().unwrap_or_default().to_owned() }
         }
+        Body::SealResponse => {
+            let r = message.body_as_seal_response().ok_or_else(|| missing("body"))?;
+            Response::Seal { sealed_base_offset: r.sealed().then_some(r.sealed_base_offset()) }
+        }
+        Body::ReplicateResponse => {
+            let r = message.body_as_replicate_response().ok_or_else(|| missing("body"))?;
+            Response::Replicate { next_offset: r.next_offset() }
+        }
+        Body::PutShardResponse => Response::PutShard,
+        Body::GetShardResponse => {
+            let r = message.body_as_get_shard_response().ok_or_else(|| missing("body"))?;
+            Response::GetShard {
+                header: r.header().map(|b| b.bytes().to_vec()).unwrap_or_default(),
+                body: r.body().map(|b| b.bytes().to_vec()).unwrap_or_default(),
+            }
+        }
+        Body::ListShardsResponse => {
+            let r = message.body_as_list_shards_response().ok_or_else(|| missing("body"))?;
+            let shards = r
+                .shards()
+                .iter()
+                .flat_map(|v| v.iter())
+                .map(|e| ShardEntry {
+                    header: e.header().map(|b| b.bytes().to_vec()).unwrap_or_default(),
+                    healthy: e.healthy(),
+                    detail: e.detail().unwrap_or_default().to_owned(),
+                })
+                .collect();
+            Response::ListShards { shards }
+        }
+        Body::RepairResponse => {
+            let r = message.body_as_repair_response().ok_or_else(|| missing("body"))?;
+            Response::Repair(RepairReport {
+                segments_checked: r.segments_checked(),
+                shards_missing: r.shards_missing(),
+                shards_corrupt: r.shards_corrupt(),
+                shards_rebuilt: r.shards_rebuilt(),
+                errors: r.errors().map(|v| v.iter().map(str::to_owned).collect()).unwrap_or_default(),
+            })
+        }
         other => {
             return Err(FormatError::Invalid {
                 what: "message",
@@ -211,6 +372,17 @@ pub fn decode_response(payload: &[u8]) -> Result<(u64, Response), FormatError> {
 pub fn encode_request_frame(
     fbb: &mut FlatBufferBuilder<'_>,
     request_id: u64,
+    request: &Request<'_>,
+    out: &mut Vec<u8>,
+) {
+    encode_request_frame_envelope(fbb, request_id, false, request, out)
+}
+
+/// [`encode_request_frame`] with the envelope's `forwarded` flag.
+pub fn encode_request_frame_envelope(
+    fbb: &mut FlatBufferBuilder<'_>,
+    request_id: u64,
+    forwarded: bool,
     request: &Request<'_>,
     out: &mut Vec<u8>,
 ) {
@@ -251,8 +423,59 @@ pub fn encode_request_frame(
             let r = wire::PingRequest::create(fbb, &wire::PingRequestArgs { nonce });
             (Body::PingRequest, r.as_union_value())
         }
+        Request::Seal { stream } => {
+            let stream = fbb.create_string(stream);
+            let r = wire::SealRequest::create(fbb, &wire::SealRequestArgs { stream: Some(stream) });
+            (Body::SealRequest, r.as_union_value())
+        }
+        Request::Replicate { stream, base_offset, batches, leader, coded_offset } => {
+            let batches = fbb.create_vector(batches);
+            let leader = fbb.create_vector(leader);
+            let stream = fbb.create_string(stream);
+            let r = wire::ReplicateRequest::create(
+                fbb,
+                &wire::ReplicateRequestArgs {
+                    stream: Some(stream),
+                    base_offset,
+                    batches: Some(batches),
+                    leader: Some(leader),
+                    coded_offset,
+                },
+            );
+            (Body::ReplicateRequest, r.as_union_value())
+        }
+        Request::PutShard { header, body } => {
+            let body = fbb.create_vector(body);
+            let header = fbb.create_vector(header);
+            let r = wire::PutShardRequest::create(
+                fbb,
+                &wire::PutShardRequestArgs { header: Some(header), body: Some(body) },
+            );
+            (Body::PutShardRequest, r.as_union_value())
+        }
+        Request::GetShard { stream, base_offset, index } => {
+            let stream = fbb.create_string(stream);
+            let r = wire::GetShardRequest::create(
+                fbb,
+                &wire::GetShardRequestArgs { stream: Some(stream), base_offset, index },
+            );
+            (Body::GetShardRequest, r.as_union_value())
+        }
+        Request::ListShards { stream, verify } => {
+            let stream = stream.map(|s| fbb.create_string(s));
+            let r = wire::ListShardsRequest::create(fbb, &wire::ListShardsRequestArgs { stream, verify });
+            (Body::ListShardsRequest, r.as_union_value())
+        }
+        Request::Repair { stream } => {
+            let stream = stream.map(|s| fbb.create_string(s));
+            let r = wire::RepairRequest::create(fbb, &wire::RepairRequestArgs { stream });
+            (Body::RepairRequest, r.as_union_value())
+        }
     };
-    finish(fbb, request_id, body_type, body, out);
+    let message = wire::Message::create(fbb, &wire::MessageArgs { request_id, body_type, body: Some(body), forwarded });
+    fbb.finish(message, None);
+    encode_frame_into(fbb.finished_data(), out);
+    debug_assert!(out.len() >= FRAME_HEADER_BYTES);
 }
 
 /// Build a response frame and append it to `out`.
@@ -281,6 +504,8 @@ impl OwnedFrame {
 pub fn encode_response_owned(request_id: u64, response: &Response, mut reuse: Vec<u8>) -> OwnedFrame {
     let payload_hint = match response {
         Response::Fetch { batches, .. } => batches.len(),
+        Response::GetShard { header, body } => header.len() + body.len(),
+        Response::ListShards { shards } => shards.iter().map(|e| e.header.len() + e.detail.len() + 64).sum(),
         _ => 0,
     };
     let needed = payload_hint + 1024;
@@ -381,22 +606,68 @@ fn build_response(fbb: &mut FlatBufferBuilder<'_>, request_id: u64, response: &R
             let r = wire::ErrorResponse::create(fbb, &wire::ErrorResponseArgs { code: *code, message: Some(m) });
             (Body::ErrorResponse, r.as_union_value())
         }
+        Response::Seal { sealed_base_offset } => {
+            let r = wire::SealResponse::create(
+                fbb,
+                &wire::SealResponseArgs {
+                    sealed_base_offset: sealed_base_offset.unwrap_or(0),
+                    sealed: sealed_base_offset.is_some(),
+                },
+            );
+            (Body::SealResponse, r.as_union_value())
+        }
+        Response::Replicate { next_offset } => {
+            let r = wire::ReplicateResponse::create(fbb, &wire::ReplicateResponseArgs { next_offset: *next_offset });
+            (Body::ReplicateResponse, r.as_union_value())
+        }
+        Response::PutShard => {
+            let r = wire::PutShardResponse::create(fbb, &wire::PutShardResponseArgs {});
+            (Body::PutShardResponse, r.as_union_value())
+        }
+        Response::GetShard { header, body } => {
+            let body = fbb.create_vector(body);
+            let header = fbb.create_vector(header);
+            let r = wire::GetShardResponse::create(
+                fbb,
+                &wire::GetShardResponseArgs { header: Some(header), body: Some(body) },
+            );
+            (Body::GetShardResponse, r.as_union_value())
+        }
+        Response::ListShards { shards } => {
+            let entries: Vec<_> = shards
+                .iter()
+                .map(|e| {
+                    let header = fbb.create_vector(&e.header);
+                    let detail = fbb.create_string(&e.detail);
+                    wire::ShardEntry::create(
+                        fbb,
+                        &wire::ShardEntryArgs { header: Some(header), healthy: e.healthy, detail: Some(detail) },
+                    )
+                })
+                .collect();
+            let shards = fbb.create_vector(&entries);
+            let r = wire::ListShardsResponse::create(fbb, &wire::ListShardsResponseArgs { shards: Some(shards) });
+            (Body::ListShardsResponse, r.as_union_value())
+        }
+        Response::Repair(report) => {
+            let errors: Vec<_> = report.errors.iter().map(|e| fbb.create_string(e)).collect();
+            let errors = fbb.create_vector(&errors);
+            let r = wire::RepairResponse::create(
+                fbb,
+                &wire::RepairResponseArgs {
+                    segments_checked: report.segments_checked,
+                    shards_missing: report.shards_missing,
+                    shards_corrupt: report.shards_corrupt,
+                    shards_rebuilt: report.shards_rebuilt,
+                    errors: Some(errors),
+                },
+            );
+            (Body::RepairResponse, r.as_union_value())
+        }
     };
-    let message = wire::Message::create(fbb, &wire::MessageArgs { request_id, body_type, body: Some(body) });
+    let message =
+        wire::Message::create(fbb, &wire::MessageArgs { request_id, body_type, body: Some(body), forwarded: false });
     fbb.finish(message, None);
-}
-
-fn finish(
-    fbb: &mut FlatBufferBuilder<'_>,
-    request_id: u64,
-    body_type: Body,
-    body: flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
-    out: &mut Vec<u8>,
-) {
-    let message = wire::Message::create(fbb, &wire::MessageArgs { request_id, body_type, body: Some(body) });
-    fbb.finish(message, None);
-    encode_frame_into(fbb.finished_data(), out);
-    debug_assert!(out.len() >= FRAME_HEADER_BYTES);
 }
 
 #[cfg(test)]
@@ -427,6 +698,31 @@ mod tests {
         round_trip_request(Request::ListStreams);
         round_trip_request(Request::StreamInfo { stream: "y" });
         round_trip_request(Request::Ping { nonce: 9 });
+        round_trip_request(Request::Seal { stream: "s" });
+        round_trip_request(Request::Replicate {
+            stream: "s",
+            base_offset: 4,
+            batches: &[1, 2],
+            leader: &[7; 32],
+            coded_offset: 3,
+        });
+        round_trip_request(Request::PutShard { header: &[1; 512], body: &[2; 100] });
+        round_trip_request(Request::GetShard { stream: "s", base_offset: 8, index: 3 });
+        round_trip_request(Request::ListShards { stream: None, verify: true });
+        round_trip_request(Request::ListShards { stream: Some("t"), verify: false });
+        round_trip_request(Request::Repair { stream: None });
+        round_trip_request(Request::Repair { stream: Some("r") });
+    }
+
+    #[test]
+    fn forwarded_flag_round_trips() {
+        let mut fbb = FlatBufferBuilder::new();
+        for flag in [false, true] {
+            let mut out = Vec::new();
+            encode_request_frame_envelope(&mut fbb, 3, flag, &Request::Ping { nonce: 1 }, &mut out);
+            let (payload, _) = decode_frame(&out, u32::MAX).unwrap().unwrap();
+            assert_eq!(decode_request_envelope(payload).unwrap().1, flag);
+        }
     }
 
     #[test]
@@ -453,6 +749,21 @@ mod tests {
             }),
             Response::Ping { nonce: 1, server_version: "v".into() },
             Response::Error { code: ErrorCode::UnknownStream, message: "no".into() },
+            Response::Seal { sealed_base_offset: None },
+            Response::Seal { sealed_base_offset: Some(0) },
+            Response::Replicate { next_offset: 12 },
+            Response::PutShard,
+            Response::GetShard { header: vec![1; 512], body: vec![2; 77] },
+            Response::ListShards {
+                shards: vec![ShardEntry { header: vec![3; 512], healthy: false, detail: "bitrot".into() }],
+            },
+            Response::Repair(RepairReport {
+                segments_checked: 3,
+                shards_missing: 1,
+                shards_corrupt: 2,
+                shards_rebuilt: 3,
+                errors: vec!["x".into()],
+            }),
         ];
         let mut fbb = FlatBufferBuilder::new();
         for r in all {

@@ -20,6 +20,53 @@ pub struct NodeConfig {
     pub cores: usize,
     pub log: LogSection,
     pub server: ServerSection,
+    pub cluster: ClusterSection,
+}
+
+/// Cluster mode. With `membership_file` empty the node runs alone (no replication, no coding).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// The cluster file (members, k, n, replication_total, min_insync_replicas); see docs/OPERATIONS.md.
+    pub membership_file: Option<PathBuf>,
+    /// This node's ed25519 key file (32-byte seed, hex); its public key must be in the cluster file.
+    pub node_key_file: Option<PathBuf>,
+    /// A follower that has not caught up with the leader for this long leaves the in-sync set,
+    /// and a produce stops waiting for it.
+    pub replica_lag_max_ms: u64,
+    /// Which full copies of a segment stay once all its shards are stored: "leader" (followers drop
+    /// their replica, the leader keeps its copy) or "all".
+    pub replica_retention: ReplicaRetention,
+    /// How often the leader looks for sealed segments to erasure-code.
+    pub coding_interval_ms: u64,
+    /// How often the scrubber re-verifies local shards and the holders of led segments.
+    pub scrub_interval_ms: u64,
+    /// Upper bound on the bytes per second the scrubber and repair read and rebuild.
+    pub repair_bytes_per_s: u64,
+    /// Deadline of one node-to-node request.
+    pub peer_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaRetention {
+    Leader,
+    All,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            membership_file: None,
+            node_key_file: None,
+            replica_lag_max_ms: 3_000,
+            replica_retention: ReplicaRetention::Leader,
+            coding_interval_ms: 1_000,
+            scrub_interval_ms: 300_000,
+            repair_bytes_per_s: 64 << 20,
+            peer_timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +108,7 @@ impl Default for NodeConfig {
             cores: 0,
             log: LogSection::default(),
             server: ServerSection::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -123,6 +171,15 @@ impl NodeConfig {
         check(self.server.frame_read_timeout_ms >= 100, "server.frame_read_timeout_ms must be at least 100")?;
         check(self.server.in_flight_max >= 1, "server.in_flight_max must be at least 1")?;
         check(self.cores <= 256, "cores must be at most 256")?;
+        check(
+            self.cluster.membership_file.is_some() == self.cluster.node_key_file.is_some(),
+            "cluster.membership_file and cluster.node_key_file must be set together",
+        )?;
+        check(self.cluster.replica_lag_max_ms >= 100, "cluster.replica_lag_max_ms must be at least 100")?;
+        check(self.cluster.coding_interval_ms >= 10, "cluster.coding_interval_ms must be at least 10")?;
+        check(self.cluster.scrub_interval_ms >= 100, "cluster.scrub_interval_ms must be at least 100")?;
+        check(self.cluster.repair_bytes_per_s >= 1 << 20, "cluster.repair_bytes_per_s must be at least 1048576")?;
+        check(self.cluster.peer_timeout_ms >= 100, "cluster.peer_timeout_ms must be at least 100")?;
         Ok(())
     }
 

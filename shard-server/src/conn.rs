@@ -21,7 +21,9 @@ use glommio::sync::{Semaphore, StaticPermit};
 use ddc_engine::owner_core;
 use ddc_engine::signal::Signal;
 use ddc_formats::frame::{FrameHeader, FRAME_HEADER_BYTES};
-use ddc_formats::message::{decode_request, encode_response_owned, peek_request_id, OwnedFrame, Request, Response};
+use ddc_formats::message::{
+    decode_request_envelope, encode_response_owned, peek_request_id, OwnedFrame, Request, Response,
+};
 use ddc_formats::wire::ErrorCode;
 use ddc_formats::FormatError;
 
@@ -170,6 +172,7 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
             outbox.push(0, &error_response(frame_error_code(&e), e.to_string()), None);
             break;
         }
+        tracing::trace!(%peer, bytes = payload.len(), "frame received");
         let permit = match permits.clone().acquire_static_permit(1).await {
             Ok(p) => p,
             Err(_) => break,
@@ -249,26 +252,66 @@ async fn handle_payload(
     payload: Vec<u8>,
     response_budget: &Rc<Semaphore>,
 ) -> Option<(u64, Response, StaticPermit)> {
-    let decoded = decode_request(&payload);
+    let decoded = decode_request_envelope(&payload);
     let response_bytes = match &decoded {
-        Ok((_, Request::Fetch { max_bytes, .. })) => u64::from((*max_bytes).min(state.frame_bytes_max)) + 4096,
+        Ok((_, _, Request::Fetch { max_bytes, .. })) => u64::from((*max_bytes).min(state.frame_bytes_max)) + 4096,
+        Ok((_, _, Request::GetShard { .. })) => u64::from(state.frame_bytes_max),
         _ => 4096,
     };
     let held = response_budget.clone().acquire_static_permit(response_bytes.min(RESPONSE_BUDGET_BYTES)).await.ok()?;
-    let (id, request) = match decoded {
+    let (id, forwarded, request) = match decoded {
         Ok(r) => r,
         Err(e) => {
             let id = peek_request_id(&payload).unwrap_or(0);
             return Some((id, error_response(frame_error_code(&e), e.to_string()), held));
         }
     };
-    let owner = request.stream().map(|name| owner_core(name, router.cores));
+    if let Some(cluster) = &state.cluster {
+        if let Some(response) = crate::cluster::route(cluster, &request, forwarded).await {
+            return Some((id, response, held));
+        }
+    }
+    let stream = match &request {
+        // A shard is stored on the core that owns its stream, named in its header.
+        Request::PutShard { header, .. } => match ddc_formats::shard::ShardHeader::decode(header) {
+            Ok(h) => Some(h.stream),
+            Err(e) => {
+                return Some((id, error_response(ErrorCode::BadRequest, format!("shard header: {e}")), held));
+            }
+        },
+        other => other.stream().map(str::to_owned),
+    };
+    let owner = stream.map(|name| owner_core(&name, router.cores));
     let response = match (owner, &request) {
         (Some(core), _) if core != router.core => router.forward(core, payload).await,
         (None, Request::ListStreams) => list_all(state, router, &payload).await,
+        (None, Request::ListShards { .. }) | (None, Request::Repair { .. }) => {
+            gather_all_cores(state, router, &request, &payload).await
+        }
         _ => serve_local(state, &request).await,
     };
     Some((id, response, held))
+}
+
+/// Shard listings and repair reports of every core, combined.
+async fn gather_all_cores(state: &CoreState, router: &Router, request: &Request<'_>, payload: &[u8]) -> Response {
+    let mut responses = vec![serve_local(state, request).await];
+    for core in (0..router.cores).filter(|&c| c != router.core) {
+        responses.push(router.forward(core, payload.to_vec()).await);
+    }
+    let mut shards = Vec::new();
+    let mut report = ddc_formats::message::RepairReport::default();
+    for r in responses {
+        match r {
+            Response::ListShards { shards: s } => shards.extend(s),
+            Response::Repair(r) => report.add(r),
+            other => return other,
+        }
+    }
+    match request {
+        Request::Repair { .. } => Response::Repair(report),
+        _ => Response::ListShards { shards },
+    }
 }
 
 async fn list_all(state: &CoreState, router: &Router, payload: &[u8]) -> Response {

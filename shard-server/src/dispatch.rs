@@ -8,6 +8,8 @@ use ddc_engine::{Engine, EngineError};
 use ddc_formats::message::{Request, Response};
 use ddc_formats::wire::ErrorCode;
 
+use crate::cluster::{replication, shards, ClusterCore};
+
 /// What one core serves with.
 pub struct CoreState {
     pub engine: Rc<Engine<DmaStorage>>,
@@ -17,6 +19,8 @@ pub struct CoreState {
     pub frame_read_timeout: Duration,
     /// Payload bytes this core may hold; see `server.core_payload_bytes_max`.
     pub payload_budget: Rc<glommio::sync::Semaphore>,
+    /// Cluster mode; None when the node runs alone.
+    pub cluster: Option<Rc<ClusterCore>>,
 }
 
 pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -33,6 +37,7 @@ pub fn engine_error(e: &EngineError) -> Response {
         EngineError::WritesFenced { storage_full: true, .. } | EngineError::StorageFull(_) => ErrorCode::StorageFull,
         EngineError::WritesFenced { .. } => ErrorCode::WritesFenced,
         EngineError::ShuttingDown => ErrorCode::ShuttingDown,
+        EngineError::OffsetMismatch { .. } => ErrorCode::OffsetMismatch,
         _ => ErrorCode::Internal,
     };
     error_response(code, e.to_string())
@@ -40,10 +45,68 @@ pub fn engine_error(e: &EngineError) -> Response {
 
 /// Serve a request whose stream this core owns (or that has no stream).
 pub async fn serve_local(state: &CoreState, request: &Request<'_>) -> Response {
+    if let Some(cluster) = &state.cluster {
+        if let Some(r) = serve_cluster(state, cluster, request).await {
+            return r;
+        }
+    }
     match serve(state, request).await {
         Ok(r) => r,
         Err(e) => engine_error(&e),
     }
+}
+
+/// The requests that cluster mode serves differently. None: serve as a single node.
+async fn serve_cluster(state: &CoreState, cluster: &Rc<ClusterCore>, request: &Request<'_>) -> Option<Response> {
+    Some(match *request {
+        Request::Produce { stream, records, record_count, ack } => {
+            if !cluster.leads(stream) {
+                return Some(not_leader(cluster, stream));
+            }
+            replication::produce(state, cluster, stream, records, record_count, ack).await
+        }
+        Request::CreateStream { stream } | Request::Seal { stream } if !cluster.leads(stream) => {
+            not_leader(cluster, stream)
+        }
+        Request::Fetch { stream, offset, .. } => {
+            let local = serve(state, request).await;
+            let local_hw = state.engine.stream(stream).map(|s| s.high_watermark()).unwrap_or(0);
+            match local {
+                Ok(r) => r,
+                // Not (or no longer) here: rebuild from shards.
+                Err(EngineError::UnknownStream(_)) => {
+                    shards::fetch_from_shards(cluster, stream, offset, fetch_max_bytes(state, request), local_hw).await
+                }
+                Err(EngineError::OffsetOutOfRange { log_start, .. }) if offset < log_start => {
+                    shards::fetch_from_shards(cluster, stream, offset, fetch_max_bytes(state, request), local_hw).await
+                }
+                Err(e) => engine_error(&e),
+            }
+        }
+        Request::Replicate { stream, base_offset, batches, leader, coded_offset } => {
+            replication::apply(state, cluster, stream, base_offset, batches, leader, coded_offset).await
+        }
+        Request::PutShard { .. } | Request::GetShard { .. } | Request::ListShards { .. } | Request::Repair { .. } => {
+            return shards::serve(state, cluster, request).await
+        }
+        _ => return None,
+    })
+}
+
+fn fetch_max_bytes(state: &CoreState, request: &Request<'_>) -> u32 {
+    match request {
+        Request::Fetch { max_bytes, .. } => (*max_bytes).min(state.frame_bytes_max.saturating_sub(4096)).max(1),
+        _ => 1,
+    }
+}
+
+fn not_leader(cluster: &ClusterCore, stream: &str) -> Response {
+    let leader = cluster.membership.leader(stream);
+    let address = cluster.membership.member(&leader).map(|m| m.address.to_string()).unwrap_or_default();
+    error_response(
+        ErrorCode::Unavailable,
+        format!("this node does not lead stream {stream:?}; its leader is {} at {address}", leader.short()),
+    )
 }
 
 async fn serve(state: &CoreState, request: &Request<'_>) -> Result<Response, EngineError> {
@@ -83,5 +146,20 @@ async fn serve(state: &CoreState, request: &Request<'_>) -> Result<Response, Eng
         }
         Request::ListStreams => Response::ListStreams { streams: engine.list() },
         Request::Ping { nonce } => Response::Ping { nonce, server_version: env!("CARGO_PKG_VERSION").to_owned() },
+        Request::Seal { stream } => {
+            let stream = engine.stream(stream)?;
+            let info = stream.info(engine.core() as u16);
+            let active = info.segments.last().filter(|s| !s.sealed && stream.next_offset() > s.base_offset);
+            let sealed_base_offset = active.map(|s| s.base_offset);
+            stream.roll_now();
+            Response::Seal { sealed_base_offset }
+        }
+        Request::Replicate { .. }
+        | Request::PutShard { .. }
+        | Request::GetShard { .. }
+        | Request::ListShards { .. }
+        | Request::Repair { .. } => {
+            return Ok(error_response(ErrorCode::BadRequest, "this node runs alone (no cluster.membership_file)"))
+        }
     })
 }

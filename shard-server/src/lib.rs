@@ -4,14 +4,19 @@
 //! executor opens its share of the log ([`ddc_engine::Engine`]), accepts
 //! connections on the shared port (SO_REUSEPORT spreads them across cores),
 //! and serves requests for the streams it owns; requests for streams another
-//! core owns are forwarded there ([`router`]).
+//! core owns are forwarded there ([`router`]). In cluster mode ([`cluster`])
+//! requests first go to the node that serves the stream, over node-to-node
+//! connections ([`peer`]).
 //!
 //! **Boundary:** networking, configuration and process lifecycle live here;
 //! storage lives in `ddc-engine`, byte layouts in `ddc-formats`.
 
 pub mod bench;
+pub mod cluster;
+pub mod cluster_cli;
 pub mod config;
 pub mod conn;
 pub mod dispatch;
 pub mod node;
+pub mod peer;
 pub mod router;

@@ -68,11 +68,13 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
         waited += Duration::from_millis(100);
     }
+    let cluster = crate::cluster::ClusterSetup::load(&config)?;
     let mesh = build_mesh(cores, 1024);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::new();
     for (core, ends) in mesh.into_iter().enumerate() {
         let config = config.clone();
+        let cluster = cluster.clone();
         let stop = stop.clone();
         let report = StartReport { core, tx: Some(ready_tx.clone()) };
         let placement = if cores <= cpus { Placement::Fixed(core) } else { Placement::Unbound };
@@ -80,7 +82,7 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             .name(&format!("core-{core}"))
             .io_memory(config.server.io_memory_bytes)
             .spawn(move || async move {
-                let result = serve_core(core, cores, config, ends, stop.clone(), report).await;
+                let result = serve_core(core, cores, config, cluster, ends, stop.clone(), report).await;
                 if let Err(e) = &result {
                     stop.store(true, Ordering::SeqCst);
                     tracing::error!(core, error = %format!("{e:#}"), "core failed");
@@ -163,6 +165,7 @@ async fn serve_core(
     core: usize,
     cores: usize,
     config: NodeConfig,
+    cluster: Option<crate::cluster::ClusterSetup>,
     ends: crate::router::MeshEnds,
     stop: Arc<AtomicBool>,
     mut report: StartReport,
@@ -177,12 +180,25 @@ async fn serve_core(
             return Err(e);
         }
     };
+    let cluster = match &cluster {
+        Some(setup) => match crate::cluster::ClusterCore::open(setup, &config, core, cores).await {
+            Ok(c) => Some(Rc::new(c)),
+            Err(e) => {
+                engine.close().await;
+                let e = anyhow::anyhow!("core {core}: open cluster state: {e:#}");
+                report.send(Err(format!("{e:#}")));
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let state = Rc::new(CoreState {
         engine: engine.clone(),
         frame_bytes_max: config.server.frame_bytes_max,
         fetch_wait_max_ms: config.server.fetch_wait_max_ms,
         frame_read_timeout: Duration::from_millis(config.server.frame_read_timeout_ms),
         payload_budget: Rc::new(glommio::sync::Semaphore::new(config.server.core_payload_bytes_max)),
+        cluster: cluster.clone(),
     });
     serve_incoming(incoming, state.clone());
     let router = Rc::new(router);
@@ -219,11 +235,20 @@ async fn serve_core(
             if ticks.is_multiple_of(10) {
                 engine.tick().await;
             }
+            if let Some(cluster) = &cluster {
+                let every = (cluster.settings.coding_interval_ms / 100).max(1);
+                if ticks.is_multiple_of(every) {
+                    crate::cluster::tick(&state, cluster).await;
+                }
+            }
         }
     };
     futures_lite::future::or(accept, housekeeping).await;
     drop(listener);
     tracing::info!(core, "stopping: flushing streams");
+    if let Some(cluster) = &cluster {
+        cluster.close();
+    }
     engine.close().await;
     Ok(())
 }

@@ -272,7 +272,7 @@ fn produce_without_required_fields(id: u64) -> Vec<u8> {
     let body = flatbuffers::WIPOffset::<flatbuffers::UnionWIPOffset>::new(table.value());
     let message = wire::Message::create(
         &mut fbb,
-        &wire::MessageArgs { request_id: id, body_type: Body::ProduceRequest, body: Some(body) },
+        &wire::MessageArgs { request_id: id, body_type: Body::ProduceRequest, body: Some(body), forwarded: false },
     );
     fbb.finish(message, None);
     let mut out = Vec::new();
@@ -291,7 +291,12 @@ fn produce_with_ack(id: u64, ack: u8) -> Vec<u8> {
     );
     let message = wire::Message::create(
         &mut fbb,
-        &wire::MessageArgs { request_id: id, body_type: Body::ProduceRequest, body: Some(body.as_union_value()) },
+        &wire::MessageArgs {
+            request_id: id,
+            body_type: Body::ProduceRequest,
+            body: Some(body.as_union_value()),
+            forwarded: false,
+        },
     );
     fbb.finish(message, None);
     let mut out = Vec::new();

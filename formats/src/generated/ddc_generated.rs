@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 14;
+pub const ENUM_MAX_ERROR_CODE: u16 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 15] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
   ErrorCode::None,
   ErrorCode::BadRequest,
   ErrorCode::FrameTooLarge,
@@ -32,6 +32,10 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 15] = [
   ErrorCode::InvalidRecords,
   ErrorCode::ShuttingDown,
   ErrorCode::Internal,
+  ErrorCode::NotEnoughReplicas,
+  ErrorCode::Unavailable,
+  ErrorCode::OffsetMismatch,
+  ErrorCode::NotFound,
 ];
 
 /// Why a request failed. Clients must treat unknown values as `Internal`.
@@ -67,9 +71,19 @@ impl ErrorCode {
   pub const InvalidRecords: Self = Self(12);
   pub const ShuttingDown: Self = Self(13);
   pub const Internal: Self = Self(14);
+  /// Fewer than `min_insync_replicas` copies of the stream are in sync. Refused before the append
+  /// (no side effect) unless the message says the batch was appended: then it is stored on the leader,
+  /// will be replicated when followers return, and is NOT acknowledged.
+  pub const NotEnoughReplicas: Self = Self(15);
+  /// A node this request needs (the stream's leader, or enough shard holders) cannot be reached.
+  pub const Unavailable: Self = Self(16);
+  /// Node-to-node: a replicated batch does not start at the follower's next offset (the message names it).
+  pub const OffsetMismatch: Self = Self(17);
+  /// Node-to-node: this node holds no such shard.
+  pub const NotFound: Self = Self(18);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 14;
+  pub const ENUM_MAX: u16 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::BadRequest,
@@ -86,6 +100,10 @@ impl ErrorCode {
     Self::InvalidRecords,
     Self::ShuttingDown,
     Self::Internal,
+    Self::NotEnoughReplicas,
+    Self::Unavailable,
+    Self::OffsetMismatch,
+    Self::NotFound,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -105,6 +123,10 @@ impl ErrorCode {
       Self::InvalidRecords => Some("InvalidRecords"),
       Self::ShuttingDown => Some("ShuttingDown"),
       Self::Internal => Some("Internal"),
+      Self::NotEnoughReplicas => Some("NotEnoughReplicas"),
+      Self::Unavailable => Some("Unavailable"),
+      Self::OffsetMismatch => Some("OffsetMismatch"),
+      Self::NotFound => Some("NotFound"),
       _ => None,
     }
   }
@@ -249,10 +271,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for AckLevel {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 13;
+pub const ENUM_MAX_BODY: u8 = 25;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 14] = [
+pub const ENUM_VALUES_BODY: [Body; 26] = [
   Body::NONE,
   Body::ProduceRequest,
   Body::ProduceResponse,
@@ -267,6 +289,18 @@ pub const ENUM_VALUES_BODY: [Body; 14] = [
   Body::PingRequest,
   Body::PingResponse,
   Body::ErrorResponse,
+  Body::SealRequest,
+  Body::SealResponse,
+  Body::ReplicateRequest,
+  Body::ReplicateResponse,
+  Body::PutShardRequest,
+  Body::PutShardResponse,
+  Body::GetShardRequest,
+  Body::GetShardResponse,
+  Body::ListShardsRequest,
+  Body::ListShardsResponse,
+  Body::RepairRequest,
+  Body::RepairResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -288,9 +322,21 @@ impl Body {
   pub const PingRequest: Self = Self(11);
   pub const PingResponse: Self = Self(12);
   pub const ErrorResponse: Self = Self(13);
+  pub const SealRequest: Self = Self(14);
+  pub const SealResponse: Self = Self(15);
+  pub const ReplicateRequest: Self = Self(16);
+  pub const ReplicateResponse: Self = Self(17);
+  pub const PutShardRequest: Self = Self(18);
+  pub const PutShardResponse: Self = Self(19);
+  pub const GetShardRequest: Self = Self(20);
+  pub const GetShardResponse: Self = Self(21);
+  pub const ListShardsRequest: Self = Self(22);
+  pub const ListShardsResponse: Self = Self(23);
+  pub const RepairRequest: Self = Self(24);
+  pub const RepairResponse: Self = Self(25);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 13;
+  pub const ENUM_MAX: u8 = 25;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceRequest,
@@ -306,6 +352,18 @@ impl Body {
     Self::PingRequest,
     Self::PingResponse,
     Self::ErrorResponse,
+    Self::SealRequest,
+    Self::SealResponse,
+    Self::ReplicateRequest,
+    Self::ReplicateResponse,
+    Self::PutShardRequest,
+    Self::PutShardResponse,
+    Self::GetShardRequest,
+    Self::GetShardResponse,
+    Self::ListShardsRequest,
+    Self::ListShardsResponse,
+    Self::RepairRequest,
+    Self::RepairResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -324,6 +382,18 @@ impl Body {
       Self::PingRequest => Some("PingRequest"),
       Self::PingResponse => Some("PingResponse"),
       Self::ErrorResponse => Some("ErrorResponse"),
+      Self::SealRequest => Some("SealRequest"),
+      Self::SealResponse => Some("SealResponse"),
+      Self::ReplicateRequest => Some("ReplicateRequest"),
+      Self::ReplicateResponse => Some("ReplicateResponse"),
+      Self::PutShardRequest => Some("PutShardRequest"),
+      Self::PutShardResponse => Some("PutShardResponse"),
+      Self::GetShardRequest => Some("GetShardRequest"),
+      Self::GetShardResponse => Some("GetShardResponse"),
+      Self::ListShardsRequest => Some("ListShardsRequest"),
+      Self::ListShardsResponse => Some("ListShardsResponse"),
+      Self::RepairRequest => Some("RepairRequest"),
+      Self::RepairResponse => Some("RepairResponse"),
       _ => None,
     }
   }
@@ -2089,6 +2159,1529 @@ impl ::core::fmt::Debug for ErrorResponse<'_> {
       ds.finish()
   }
 }
+pub enum SealRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Seal the stream's open segment now (if it holds records), as if it had reached its size limit.
+pub struct SealRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SealRequest<'a> {
+  type Inner = SealRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SealRequest<'a> {
+  pub const VT_STREAM: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SealRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SealRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SealRequest<'bldr>> {
+    let mut builder = SealRequestBuilder::new(_fbb);
+    if let Some(x) = args.stream { builder.add_stream(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn stream(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SealRequest::VT_STREAM, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SealRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("stream", Self::VT_STREAM, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SealRequestArgs<'a> {
+    pub stream: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for SealRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SealRequestArgs {
+      stream: None, // required field
+    }
+  }
+}
+
+pub struct SealRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SealRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_stream(&mut self, stream: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SealRequest::VT_STREAM, stream);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SealRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SealRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SealRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SealRequest::VT_STREAM,"stream");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SealRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SealRequest");
+      ds.field("stream", &self.stream());
+      ds.finish()
+  }
+}
+pub enum SealResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SealResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SealResponse<'a> {
+  type Inner = SealResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SealResponse<'a> {
+  pub const VT_SEALED_BASE_OFFSET: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SEALED: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SealResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SealResponseArgs
+  ) -> ::flatbuffers::WIPOffset<SealResponse<'bldr>> {
+    let mut builder = SealResponseBuilder::new(_fbb);
+    builder.add_sealed_base_offset(args.sealed_base_offset);
+    builder.add_sealed(args.sealed);
+    builder.finish()
+  }
+
+
+  /// Base offset of the segment that was sealed; absent when the open segment was empty.
+  #[inline]
+  pub fn sealed_base_offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SealResponse::VT_SEALED_BASE_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn sealed(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SealResponse::VT_SEALED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SealResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("sealed_base_offset", Self::VT_SEALED_BASE_OFFSET, false)?
+     .visit_field::<bool>("sealed", Self::VT_SEALED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SealResponseArgs {
+    pub sealed_base_offset: u64,
+    pub sealed: bool,
+}
+impl<'a> Default for SealResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    SealResponseArgs {
+      sealed_base_offset: 0,
+      sealed: false,
+    }
+  }
+}
+
+pub struct SealResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SealResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_sealed_base_offset(&mut self, sealed_base_offset: u64) {
+    self.fbb_.push_slot::<u64>(SealResponse::VT_SEALED_BASE_OFFSET, sealed_base_offset, 0);
+  }
+  #[inline]
+  pub fn add_sealed(&mut self, sealed: bool) {
+    self.fbb_.push_slot::<bool>(SealResponse::VT_SEALED, sealed, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SealResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SealResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SealResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SealResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SealResponse");
+      ds.field("sealed_base_offset", &self.sealed_base_offset());
+      ds.field("sealed", &self.sealed());
+      ds.finish()
+  }
+}
+pub enum ReplicateRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Leader to follower: append these batches (leader-durable, exactly as the leader stores
+/// them) at `base_offset`. Empty `batches` asks for the follower's next offset.
+pub struct ReplicateRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReplicateRequest<'a> {
+  type Inner = ReplicateRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReplicateRequest<'a> {
+  pub const VT_STREAM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BASE_OFFSET: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BATCHES: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LEADER: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CODED_OFFSET: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReplicateRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReplicateRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReplicateRequest<'bldr>> {
+    let mut builder = ReplicateRequestBuilder::new(_fbb);
+    builder.add_coded_offset(args.coded_offset);
+    builder.add_base_offset(args.base_offset);
+    if let Some(x) = args.leader { builder.add_leader(x); }
+    if let Some(x) = args.batches { builder.add_batches(x); }
+    if let Some(x) = args.stream { builder.add_stream(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn stream(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ReplicateRequest::VT_STREAM, None).unwrap()}
+  }
+  #[inline]
+  pub fn base_offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReplicateRequest::VT_BASE_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn batches(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ReplicateRequest::VT_BATCHES, None)}
+  }
+  /// The sending leader's node id (ed25519 public key).
+  #[inline]
+  pub fn leader(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ReplicateRequest::VT_LEADER, None)}
+  }
+  /// Everything below this offset is erasure-coded with all shards stored; followers may drop
+  /// their full copies of segments that end at or below it (`cluster.replica_retention`).
+  #[inline]
+  pub fn coded_offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReplicateRequest::VT_CODED_OFFSET, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReplicateRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("stream", Self::VT_STREAM, true)?
+     .visit_field::<u64>("base_offset", Self::VT_BASE_OFFSET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("batches", Self::VT_BATCHES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("leader", Self::VT_LEADER, false)?
+     .visit_field::<u64>("coded_offset", Self::VT_CODED_OFFSET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicateRequestArgs<'a> {
+    pub stream: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub base_offset: u64,
+    pub batches: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub leader: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub coded_offset: u64,
+}
+impl<'a> Default for ReplicateRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplicateRequestArgs {
+      stream: None, // required field
+      base_offset: 0,
+      batches: None,
+      leader: None,
+      coded_offset: 0,
+    }
+  }
+}
+
+pub struct ReplicateRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicateRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_stream(&mut self, stream: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicateRequest::VT_STREAM, stream);
+  }
+  #[inline]
+  pub fn add_base_offset(&mut self, base_offset: u64) {
+    self.fbb_.push_slot::<u64>(ReplicateRequest::VT_BASE_OFFSET, base_offset, 0);
+  }
+  #[inline]
+  pub fn add_batches(&mut self, batches: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicateRequest::VT_BATCHES, batches);
+  }
+  #[inline]
+  pub fn add_leader(&mut self, leader: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicateRequest::VT_LEADER, leader);
+  }
+  #[inline]
+  pub fn add_coded_offset(&mut self, coded_offset: u64) {
+    self.fbb_.push_slot::<u64>(ReplicateRequest::VT_CODED_OFFSET, coded_offset, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicateRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReplicateRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicateRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ReplicateRequest::VT_STREAM,"stream");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReplicateRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReplicateRequest");
+      ds.field("stream", &self.stream());
+      ds.field("base_offset", &self.base_offset());
+      ds.field("batches", &self.batches());
+      ds.field("leader", &self.leader());
+      ds.field("coded_offset", &self.coded_offset());
+      ds.finish()
+  }
+}
+pub enum ReplicateResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ReplicateResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReplicateResponse<'a> {
+  type Inner = ReplicateResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReplicateResponse<'a> {
+  pub const VT_NEXT_OFFSET: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReplicateResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReplicateResponseArgs
+  ) -> ::flatbuffers::WIPOffset<ReplicateResponse<'bldr>> {
+    let mut builder = ReplicateResponseBuilder::new(_fbb);
+    builder.add_next_offset(args.next_offset);
+    builder.finish()
+  }
+
+
+  /// The follower's next offset after the append: everything below it is durable there.
+  #[inline]
+  pub fn next_offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReplicateResponse::VT_NEXT_OFFSET, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReplicateResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("next_offset", Self::VT_NEXT_OFFSET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicateResponseArgs {
+    pub next_offset: u64,
+}
+impl<'a> Default for ReplicateResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    ReplicateResponseArgs {
+      next_offset: 0,
+    }
+  }
+}
+
+pub struct ReplicateResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicateResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_next_offset(&mut self, next_offset: u64) {
+    self.fbb_.push_slot::<u64>(ReplicateResponse::VT_NEXT_OFFSET, next_offset, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicateResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReplicateResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicateResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReplicateResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReplicateResponse");
+      ds.field("next_offset", &self.next_offset());
+      ds.finish()
+  }
+}
+pub enum PutShardRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Store one shard of a sealed segment (docs/FORMATS.md "Shards"): replaces a shard with the same
+/// stream, base offset and index. Answered after the shard is durable.
+pub struct PutShardRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PutShardRequest<'a> {
+  type Inner = PutShardRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PutShardRequest<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BODY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PutShardRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PutShardRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PutShardRequest<'bldr>> {
+    let mut builder = PutShardRequestBuilder::new(_fbb);
+    if let Some(x) = args.body { builder.add_body(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PutShardRequest::VT_HEADER, None).unwrap()}
+  }
+  #[inline]
+  pub fn body(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PutShardRequest::VT_BODY, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PutShardRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("header", Self::VT_HEADER, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("body", Self::VT_BODY, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PutShardRequestArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for PutShardRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PutShardRequestArgs {
+      header: None, // required field
+      body: None, // required field
+    }
+  }
+}
+
+pub struct PutShardRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PutShardRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PutShardRequest::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PutShardRequest::VT_BODY, body);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PutShardRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PutShardRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PutShardRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PutShardRequest::VT_HEADER,"header");
+    self.fbb_.required(o, PutShardRequest::VT_BODY,"body");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PutShardRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PutShardRequest");
+      ds.field("header", &self.header());
+      ds.field("body", &self.body());
+      ds.finish()
+  }
+}
+pub enum PutShardResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PutShardResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PutShardResponse<'a> {
+  type Inner = PutShardResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PutShardResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PutShardResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args PutShardResponseArgs
+  ) -> ::flatbuffers::WIPOffset<PutShardResponse<'bldr>> {
+    let mut builder = PutShardResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for PutShardResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PutShardResponseArgs {
+}
+impl<'a> Default for PutShardResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    PutShardResponseArgs {
+    }
+  }
+}
+
+pub struct PutShardResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PutShardResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PutShardResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PutShardResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PutShardResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PutShardResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PutShardResponse");
+      ds.finish()
+  }
+}
+pub enum GetShardRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetShardRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetShardRequest<'a> {
+  type Inner = GetShardRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetShardRequest<'a> {
+  pub const VT_STREAM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BASE_OFFSET: ::flatbuffers::VOffsetT = 6;
+  pub const VT_INDEX: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetShardRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetShardRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GetShardRequest<'bldr>> {
+    let mut builder = GetShardRequestBuilder::new(_fbb);
+    builder.add_base_offset(args.base_offset);
+    if let Some(x) = args.stream { builder.add_stream(x); }
+    builder.add_index(args.index);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn stream(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(GetShardRequest::VT_STREAM, None).unwrap()}
+  }
+  #[inline]
+  pub fn base_offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetShardRequest::VT_BASE_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn index(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(GetShardRequest::VT_INDEX, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetShardRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("stream", Self::VT_STREAM, true)?
+     .visit_field::<u64>("base_offset", Self::VT_BASE_OFFSET, false)?
+     .visit_field::<u8>("index", Self::VT_INDEX, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetShardRequestArgs<'a> {
+    pub stream: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub base_offset: u64,
+    pub index: u8,
+}
+impl<'a> Default for GetShardRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetShardRequestArgs {
+      stream: None, // required field
+      base_offset: 0,
+      index: 0,
+    }
+  }
+}
+
+pub struct GetShardRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetShardRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_stream(&mut self, stream: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GetShardRequest::VT_STREAM, stream);
+  }
+  #[inline]
+  pub fn add_base_offset(&mut self, base_offset: u64) {
+    self.fbb_.push_slot::<u64>(GetShardRequest::VT_BASE_OFFSET, base_offset, 0);
+  }
+  #[inline]
+  pub fn add_index(&mut self, index: u8) {
+    self.fbb_.push_slot::<u8>(GetShardRequest::VT_INDEX, index, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetShardRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetShardRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetShardRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, GetShardRequest::VT_STREAM,"stream");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetShardRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetShardRequest");
+      ds.field("stream", &self.stream());
+      ds.field("base_offset", &self.base_offset());
+      ds.field("index", &self.index());
+      ds.finish()
+  }
+}
+pub enum GetShardResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetShardResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetShardResponse<'a> {
+  type Inner = GetShardResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetShardResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BODY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetShardResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetShardResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GetShardResponse<'bldr>> {
+    let mut builder = GetShardResponseBuilder::new(_fbb);
+    if let Some(x) = args.body { builder.add_body(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(GetShardResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn body(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(GetShardResponse::VT_BODY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetShardResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("header", Self::VT_HEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("body", Self::VT_BODY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetShardResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for GetShardResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetShardResponseArgs {
+      header: None,
+      body: None,
+    }
+  }
+}
+
+pub struct GetShardResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetShardResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GetShardResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GetShardResponse::VT_BODY, body);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetShardResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetShardResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetShardResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetShardResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetShardResponse");
+      ds.field("header", &self.header());
+      ds.field("body", &self.body());
+      ds.finish()
+  }
+}
+pub enum ListShardsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The shards this node holds (of one stream, or all when `stream` is absent).
+pub struct ListShardsRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListShardsRequest<'a> {
+  type Inner = ListShardsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListShardsRequest<'a> {
+  pub const VT_STREAM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VERIFY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListShardsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListShardsRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ListShardsRequest<'bldr>> {
+    let mut builder = ListShardsRequestBuilder::new(_fbb);
+    if let Some(x) = args.stream { builder.add_stream(x); }
+    builder.add_verify(args.verify);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn stream(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ListShardsRequest::VT_STREAM, None)}
+  }
+  /// Re-read every listed shard and check it against its header's BLAKE3 (slow) instead of
+  /// reporting the result of the last scrub.
+  #[inline]
+  pub fn verify(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListShardsRequest::VT_VERIFY, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListShardsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("stream", Self::VT_STREAM, false)?
+     .visit_field::<bool>("verify", Self::VT_VERIFY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListShardsRequestArgs<'a> {
+    pub stream: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub verify: bool,
+}
+impl<'a> Default for ListShardsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListShardsRequestArgs {
+      stream: None,
+      verify: false,
+    }
+  }
+}
+
+pub struct ListShardsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListShardsRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_stream(&mut self, stream: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListShardsRequest::VT_STREAM, stream);
+  }
+  #[inline]
+  pub fn add_verify(&mut self, verify: bool) {
+    self.fbb_.push_slot::<bool>(ListShardsRequest::VT_VERIFY, verify, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListShardsRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListShardsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListShardsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListShardsRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListShardsRequest");
+      ds.field("stream", &self.stream());
+      ds.field("verify", &self.verify());
+      ds.finish()
+  }
+}
+pub enum ShardEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ShardEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ShardEntry<'a> {
+  type Inner = ShardEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ShardEntry<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HEALTHY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DETAIL: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ShardEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ShardEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ShardEntry<'bldr>> {
+    let mut builder = ShardEntryBuilder::new(_fbb);
+    if let Some(x) = args.detail { builder.add_detail(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.add_healthy(args.healthy);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ShardEntry::VT_HEADER, None)}
+  }
+  /// False when the last check found the body damaged.
+  #[inline]
+  pub fn healthy(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ShardEntry::VT_HEALTHY, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn detail(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ShardEntry::VT_DETAIL, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ShardEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("header", Self::VT_HEADER, false)?
+     .visit_field::<bool>("healthy", Self::VT_HEALTHY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("detail", Self::VT_DETAIL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ShardEntryArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub healthy: bool,
+    pub detail: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ShardEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ShardEntryArgs {
+      header: None,
+      healthy: false,
+      detail: None,
+    }
+  }
+}
+
+pub struct ShardEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ShardEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ShardEntry::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_healthy(&mut self, healthy: bool) {
+    self.fbb_.push_slot::<bool>(ShardEntry::VT_HEALTHY, healthy, false);
+  }
+  #[inline]
+  pub fn add_detail(&mut self, detail: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ShardEntry::VT_DETAIL, detail);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ShardEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ShardEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ShardEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ShardEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ShardEntry");
+      ds.field("header", &self.header());
+      ds.field("healthy", &self.healthy());
+      ds.field("detail", &self.detail());
+      ds.finish()
+  }
+}
+pub enum ListShardsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListShardsResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListShardsResponse<'a> {
+  type Inner = ListShardsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListShardsResponse<'a> {
+  pub const VT_SHARDS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListShardsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListShardsResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ListShardsResponse<'bldr>> {
+    let mut builder = ListShardsResponseBuilder::new(_fbb);
+    if let Some(x) = args.shards { builder.add_shards(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn shards(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ShardEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ShardEntry>>>>(ListShardsResponse::VT_SHARDS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListShardsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ShardEntry>>>>("shards", Self::VT_SHARDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListShardsResponseArgs<'a> {
+    pub shards: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ShardEntry<'a>>>>>,
+}
+impl<'a> Default for ListShardsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListShardsResponseArgs {
+      shards: None,
+    }
+  }
+}
+
+pub struct ListShardsResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListShardsResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_shards(&mut self, shards: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ShardEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListShardsResponse::VT_SHARDS, shards);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListShardsResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListShardsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListShardsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListShardsResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListShardsResponse");
+      ds.field("shards", &self.shards());
+      ds.finish()
+  }
+}
+pub enum RepairRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Run one repair pass over the segments this node leads (of one stream, or all).
+pub struct RepairRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RepairRequest<'a> {
+  type Inner = RepairRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RepairRequest<'a> {
+  pub const VT_STREAM: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RepairRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RepairRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RepairRequest<'bldr>> {
+    let mut builder = RepairRequestBuilder::new(_fbb);
+    if let Some(x) = args.stream { builder.add_stream(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn stream(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RepairRequest::VT_STREAM, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RepairRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("stream", Self::VT_STREAM, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RepairRequestArgs<'a> {
+    pub stream: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RepairRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RepairRequestArgs {
+      stream: None,
+    }
+  }
+}
+
+pub struct RepairRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RepairRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_stream(&mut self, stream: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RepairRequest::VT_STREAM, stream);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RepairRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RepairRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RepairRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RepairRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RepairRequest");
+      ds.field("stream", &self.stream());
+      ds.finish()
+  }
+}
+pub enum RepairResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RepairResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RepairResponse<'a> {
+  type Inner = RepairResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RepairResponse<'a> {
+  pub const VT_SEGMENTS_CHECKED: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SHARDS_MISSING: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SHARDS_CORRUPT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_SHARDS_REBUILT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ERRORS: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RepairResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RepairResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RepairResponse<'bldr>> {
+    let mut builder = RepairResponseBuilder::new(_fbb);
+    builder.add_shards_rebuilt(args.shards_rebuilt);
+    builder.add_shards_corrupt(args.shards_corrupt);
+    builder.add_shards_missing(args.shards_missing);
+    builder.add_segments_checked(args.segments_checked);
+    if let Some(x) = args.errors { builder.add_errors(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn segments_checked(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RepairResponse::VT_SEGMENTS_CHECKED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn shards_missing(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RepairResponse::VT_SHARDS_MISSING, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn shards_corrupt(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RepairResponse::VT_SHARDS_CORRUPT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn shards_rebuilt(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RepairResponse::VT_SHARDS_REBUILT, Some(0)).unwrap()}
+  }
+  /// Problems the pass could not fix, one per line.
+  #[inline]
+  pub fn errors(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(RepairResponse::VT_ERRORS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RepairResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("segments_checked", Self::VT_SEGMENTS_CHECKED, false)?
+     .visit_field::<u64>("shards_missing", Self::VT_SHARDS_MISSING, false)?
+     .visit_field::<u64>("shards_corrupt", Self::VT_SHARDS_CORRUPT, false)?
+     .visit_field::<u64>("shards_rebuilt", Self::VT_SHARDS_REBUILT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("errors", Self::VT_ERRORS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RepairResponseArgs<'a> {
+    pub segments_checked: u64,
+    pub shards_missing: u64,
+    pub shards_corrupt: u64,
+    pub shards_rebuilt: u64,
+    pub errors: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for RepairResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RepairResponseArgs {
+      segments_checked: 0,
+      shards_missing: 0,
+      shards_corrupt: 0,
+      shards_rebuilt: 0,
+      errors: None,
+    }
+  }
+}
+
+pub struct RepairResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RepairResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_segments_checked(&mut self, segments_checked: u64) {
+    self.fbb_.push_slot::<u64>(RepairResponse::VT_SEGMENTS_CHECKED, segments_checked, 0);
+  }
+  #[inline]
+  pub fn add_shards_missing(&mut self, shards_missing: u64) {
+    self.fbb_.push_slot::<u64>(RepairResponse::VT_SHARDS_MISSING, shards_missing, 0);
+  }
+  #[inline]
+  pub fn add_shards_corrupt(&mut self, shards_corrupt: u64) {
+    self.fbb_.push_slot::<u64>(RepairResponse::VT_SHARDS_CORRUPT, shards_corrupt, 0);
+  }
+  #[inline]
+  pub fn add_shards_rebuilt(&mut self, shards_rebuilt: u64) {
+    self.fbb_.push_slot::<u64>(RepairResponse::VT_SHARDS_REBUILT, shards_rebuilt, 0);
+  }
+  #[inline]
+  pub fn add_errors(&mut self, errors: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RepairResponse::VT_ERRORS, errors);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RepairResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RepairResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RepairResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RepairResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RepairResponse");
+      ds.field("segments_checked", &self.segments_checked());
+      ds.field("shards_missing", &self.shards_missing());
+      ds.field("shards_corrupt", &self.shards_corrupt());
+      ds.field("shards_rebuilt", &self.shards_rebuilt());
+      ds.field("errors", &self.errors());
+      ds.finish()
+  }
+}
 pub enum MessageOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2108,6 +3701,7 @@ impl<'a> Message<'a> {
   pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_BODY_TYPE: ::flatbuffers::VOffsetT = 6;
   pub const VT_BODY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FORWARDED: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2121,6 +3715,7 @@ impl<'a> Message<'a> {
     let mut builder = MessageBuilder::new(_fbb);
     builder.add_request_id(args.request_id);
     if let Some(x) = args.body { builder.add_body(x); }
+    builder.add_forwarded(args.forwarded);
     builder.add_body_type(args.body_type);
     builder.finish()
   }
@@ -2146,6 +3741,15 @@ impl<'a> Message<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(Message::VT_BODY, None).unwrap()}
+  }
+  /// Set by a node that passes a client's request on to the node that serves it (the stream's
+  /// leader); such a request is never passed on again.
+  #[inline]
+  pub fn forwarded(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Message::VT_FORWARDED, Some(false)).unwrap()}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -2329,6 +3933,174 @@ impl<'a> Message<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_seal_request(&self) -> Option<SealRequest<'a>> {
+    if self.body_type() == Body::SealRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SealRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_seal_response(&self) -> Option<SealResponse<'a>> {
+    if self.body_type() == Body::SealResponse {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SealResponse::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_replicate_request(&self) -> Option<ReplicateRequest<'a>> {
+    if self.body_type() == Body::ReplicateRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ReplicateRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_replicate_response(&self) -> Option<ReplicateResponse<'a>> {
+    if self.body_type() == Body::ReplicateResponse {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ReplicateResponse::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_put_shard_request(&self) -> Option<PutShardRequest<'a>> {
+    if self.body_type() == Body::PutShardRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PutShardRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_put_shard_response(&self) -> Option<PutShardResponse<'a>> {
+    if self.body_type() == Body::PutShardResponse {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PutShardResponse::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_shard_request(&self) -> Option<GetShardRequest<'a>> {
+    if self.body_type() == Body::GetShardRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetShardRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_shard_response(&self) -> Option<GetShardResponse<'a>> {
+    if self.body_type() == Body::GetShardResponse {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetShardResponse::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_shards_request(&self) -> Option<ListShardsRequest<'a>> {
+    if self.body_type() == Body::ListShardsRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListShardsRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_shards_response(&self) -> Option<ListShardsResponse<'a>> {
+    if self.body_type() == Body::ListShardsResponse {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListShardsResponse::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_repair_request(&self) -> Option<RepairRequest<'a>> {
+    if self.body_type() == Body::RepairRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RepairRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_repair_response(&self) -> Option<RepairResponse<'a>> {
+    if self.body_type() == Body::RepairResponse {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RepairResponse::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Message<'_> {
@@ -2353,9 +4125,22 @@ impl ::flatbuffers::Verifiable for Message<'_> {
           Body::PingRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PingRequest>>("Body::PingRequest", pos),
           Body::PingResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PingResponse>>("Body::PingResponse", pos),
           Body::ErrorResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ErrorResponse>>("Body::ErrorResponse", pos),
+          Body::SealRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SealRequest>>("Body::SealRequest", pos),
+          Body::SealResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SealResponse>>("Body::SealResponse", pos),
+          Body::ReplicateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReplicateRequest>>("Body::ReplicateRequest", pos),
+          Body::ReplicateResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReplicateResponse>>("Body::ReplicateResponse", pos),
+          Body::PutShardRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PutShardRequest>>("Body::PutShardRequest", pos),
+          Body::PutShardResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PutShardResponse>>("Body::PutShardResponse", pos),
+          Body::GetShardRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetShardRequest>>("Body::GetShardRequest", pos),
+          Body::GetShardResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetShardResponse>>("Body::GetShardResponse", pos),
+          Body::ListShardsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListShardsRequest>>("Body::ListShardsRequest", pos),
+          Body::ListShardsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListShardsResponse>>("Body::ListShardsResponse", pos),
+          Body::RepairRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RepairRequest>>("Body::RepairRequest", pos),
+          Body::RepairResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RepairResponse>>("Body::RepairResponse", pos),
           _ => Ok(()),
         }
      })?
+     .visit_field::<bool>("forwarded", Self::VT_FORWARDED, false)?
      .finish();
     Ok(())
   }
@@ -2364,6 +4149,7 @@ pub struct MessageArgs {
     pub request_id: u64,
     pub body_type: Body,
     pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+    pub forwarded: bool,
 }
 impl<'a> Default for MessageArgs {
   #[inline]
@@ -2372,6 +4158,7 @@ impl<'a> Default for MessageArgs {
       request_id: 0,
       body_type: Body::NONE,
       body: None, // required field
+      forwarded: false,
     }
   }
 }
@@ -2392,6 +4179,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Message::VT_BODY, body);
+  }
+  #[inline]
+  pub fn add_forwarded(&mut self, forwarded: bool) {
+    self.fbb_.push_slot::<bool>(Message::VT_FORWARDED, forwarded, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MessageBuilder<'a, 'b, A> {
@@ -2506,11 +4297,96 @@ impl ::core::fmt::Debug for Message<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        Body::SealRequest => {
+          if let Some(x) = self.body_as_seal_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SealResponse => {
+          if let Some(x) = self.body_as_seal_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ReplicateRequest => {
+          if let Some(x) = self.body_as_replicate_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ReplicateResponse => {
+          if let Some(x) = self.body_as_replicate_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PutShardRequest => {
+          if let Some(x) = self.body_as_put_shard_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PutShardResponse => {
+          if let Some(x) = self.body_as_put_shard_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::GetShardRequest => {
+          if let Some(x) = self.body_as_get_shard_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::GetShardResponse => {
+          if let Some(x) = self.body_as_get_shard_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListShardsRequest => {
+          if let Some(x) = self.body_as_list_shards_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListShardsResponse => {
+          if let Some(x) = self.body_as_list_shards_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::RepairRequest => {
+          if let Some(x) = self.body_as_repair_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::RepairResponse => {
+          if let Some(x) = self.body_as_repair_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("body", &x)
         },
       };
+      ds.field("forwarded", &self.forwarded());
       ds.finish()
   }
 }

@@ -5,17 +5,26 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use ddc_formats::batch::push_record;
 use ddc_formats::client::Client;
 use ddc_formats::message::Request;
 use ddc_formats::wire::AckLevel;
 use shard_server::bench::{self, BenchSpec};
+use shard_server::cluster_cli::{self, local, repair, status, ClusterSource};
 
-/// Command-line client for a DDC shard server.
+/// Command-line client for a DDC shard server, and the tools to run and check a cluster of them.
+///
+/// Examples:
+///   ddc produce orders < records.txt
+///   ddc cluster up --nodes 3 --data-dir ./local-cluster
+///   ddc cluster status --data-dir ./local-cluster
 ///
 /// Exit codes: 0 success, 1 error (connection, server refusal, bad input), 2 usage error.
+/// `ddc cluster status` also exits 3 when the cluster is degraded but every segment is still
+/// readable (a node down, a shard missing or corrupt, shard state unknown), and 4 when a
+/// segment is unreadable (fewer than k healthy shards) or no node answers.
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -65,17 +74,73 @@ enum Command {
         offsets: bool,
     },
     /// Create a stream (streams are also created by their first produce).
+    ///
+    /// Example: ddc create orders
+    #[command(verbatim_doc_comment)]
     Create { stream: String },
     /// List streams.
+    ///
+    /// Example: ddc streams
+    #[command(verbatim_doc_comment)]
     Streams,
     /// Show a stream's offsets and segments.
+    ///
+    /// Example: ddc info orders --json
+    #[command(verbatim_doc_comment)]
     Info {
         stream: String,
         #[arg(long)]
         json: bool,
     },
     /// Check that the server answers.
+    ///
+    /// Example: ddc --server 127.0.0.1:7401 ping
+    #[command(verbatim_doc_comment)]
     Ping,
+    /// Seal a stream's open segment now (if it holds records); prints the sealed base offset.
+    ///
+    /// The node seals, and in a cluster then erasure-codes, the segment as if it had reached
+    /// its size limit. Send it to the node that leads the stream.
+    ///
+    /// Example: ddc --server 127.0.0.1:7401 seal orders
+    #[command(verbatim_doc_comment)]
+    Seal {
+        stream: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+    },
+    /// Run and inspect a cluster of shard servers.
+    ///
+    /// Examples:
+    ///   ddc cluster up --nodes 3 --data-dir ./local-cluster
+    ///   ddc cluster status --data-dir ./local-cluster
+    ///   ddc cluster down --data-dir ./local-cluster
+    #[command(verbatim_doc_comment)]
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Ask every cluster member to repair the sealed segments it leads; prints the summed report.
+    ///
+    /// Each up node checks the shards of the segments it leads and rebuilds missing or corrupt
+    /// ones. Exits 1 if any node reported an error, failed, or was down (the segments it leads
+    /// were then not repaired).
+    ///
+    /// Examples:
+    ///   ddc repair --data-dir ./local-cluster
+    ///   ddc repair --cluster /etc/ddc/cluster.toml --stream orders
+    #[command(verbatim_doc_comment)]
+    Repair {
+        /// Only this stream's segments.
+        #[arg(long)]
+        stream: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Seconds to wait for each node's report (0: no limit).
+        #[arg(long, default_value_t = 3600)]
+        timeout_s: u64,
+    },
     /// Load generator: throughput and latency percentiles against a running server.
     ///
     /// Example: ddc bench produce --connections 4 --record-size 1024 --batch 64 --duration 10
@@ -136,37 +201,354 @@ enum BenchMode {
     Consume,
 }
 
+/// Which cluster a command works on.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Target {
+    /// A cluster directory made by `ddc cluster up`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Any cluster file (see docs/OPERATIONS.md).
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+}
+
+impl Target {
+    fn source(self) -> ClusterSource {
+        match (self.data_dir, self.cluster) {
+            (Some(dir), _) => ClusterSource::DataDir(dir),
+            (None, Some(file)) => ClusterSource::File(file),
+            // clap's group makes one of them required.
+            (None, None) => ClusterSource::DataDir(PathBuf::from(".")),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Start a cluster of N local shard-server processes under one directory.
+    ///
+    /// Creates DIR/cluster.toml, and per node DIR/node-<i>/{node.key, config.toml, data/},
+    /// starts `shard-server --config DIR/node-<i>/config.toml` detached (its output in
+    /// DIR/node-<i>/server.log), waits until every node answers a ping and records the pids
+    /// in DIR/cluster-state.json. Node i listens on 127.0.0.1:<base-port + i>.
+    ///
+    /// A DIR from an earlier `up` is reused as it is (same keys, ports and data): that is how a
+    /// stopped cluster is restarted. Flags that contradict it are refused.
+    ///
+    /// Code parameters: with 6 nodes or more the chain defaults k=4 n=6 replication=3
+    /// min-insync=2; with 3 to 5 nodes n = nodes and k = ceil(2n/3) (at most n-1).
+    ///
+    /// Examples:
+    ///   ddc cluster up --nodes 3 --data-dir ./local-cluster
+    ///   ddc cluster up --nodes 6 --data-dir /tmp/c6 --base-port 9001 --k 3 --n 5
+    #[command(verbatim_doc_comment)]
+    Up {
+        /// Number of nodes (at least 3).
+        #[arg(long)]
+        nodes: usize,
+        /// Directory of the cluster (created if missing).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Node i listens on 127.0.0.1:<base-port + i> [default: 7401]
+        #[arg(long)]
+        base_port: Option<u16>,
+        /// Executors per node [default: 1]
+        #[arg(long)]
+        cores: Option<usize>,
+        /// Segment roll size of every node, e.g. 8MiB, 65536, 1G [default: 8MiB]
+        #[arg(long, value_parser = parse_bytes)]
+        segment_bytes: Option<u64>,
+        /// Data shards per sealed segment (erasure_coding_required).
+        #[arg(long)]
+        k: Option<u8>,
+        /// Data plus parity shards (erasure_coding_total).
+        #[arg(long)]
+        n: Option<u8>,
+        /// Copies of an open segment (replication_total).
+        #[arg(long)]
+        replication: Option<u8>,
+        /// Copies that must hold a batch before an acks=all produce is acknowledged.
+        #[arg(long)]
+        min_insync: Option<u8>,
+        /// The shard-server binary [default: the one next to ddc]
+        #[arg(long, env = "DDC_SHARD_SERVER")]
+        server_bin: Option<PathBuf>,
+        /// Seconds each node may take to answer its first ping.
+        #[arg(long, default_value_t = 20)]
+        start_timeout_s: u64,
+    },
+    /// Stop every node of a local cluster: SIGTERM, then SIGKILL after the timeout.
+    ///
+    /// Keys, configuration and data stay; `ddc cluster up` on the same directory restarts it.
+    ///
+    /// Example: ddc cluster down --data-dir ./local-cluster
+    #[command(verbatim_doc_comment)]
+    Down {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
+    },
+    /// Start one stopped node of a local cluster and wait until it answers.
+    ///
+    /// Example: ddc cluster start-node --data-dir ./local-cluster --node 1
+    #[command(verbatim_doc_comment)]
+    StartNode {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The node's index (the i of node-<i>).
+        #[arg(long)]
+        node: usize,
+        /// The shard-server binary [default: the one `up` used]
+        #[arg(long, env = "DDC_SHARD_SERVER")]
+        server_bin: Option<PathBuf>,
+        /// Seconds the node may take to answer its first ping.
+        #[arg(long, default_value_t = 20)]
+        start_timeout_s: u64,
+    },
+    /// Stop one node of a local cluster (SIGTERM, or SIGKILL with --kill), to try failures by hand.
+    ///
+    /// Examples:
+    ///   ddc cluster stop-node --data-dir ./local-cluster --node 1
+    ///   ddc cluster stop-node --data-dir ./local-cluster --node 1 --kill
+    #[command(verbatim_doc_comment)]
+    StopNode {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The node's index (the i of node-<i>).
+        #[arg(long)]
+        node: usize,
+        /// SIGKILL at once, as a crash would.
+        #[arg(long)]
+        kill: bool,
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
+    },
+    /// Show which members are up and how redundant every sealed segment is.
+    ///
+    /// Per node: up/down (ping, 1 s deadline), address, version, shards listed. Per sealed
+    /// segment: healthy shards of n, and the indexes that are missing (`i?`: unknown, its
+    /// holder did not list its shards), corrupt, or on a holder that is down.
+    ///
+    /// Exit codes: 0 every node up and every segment fully redundant; 3 degraded but every
+    /// segment readable (or something could not be checked); 4 a segment has fewer than k
+    /// healthy shards, or no node answered; 1 error (such as an unreadable cluster file).
+    ///
+    /// Examples:
+    ///   ddc cluster status --data-dir ./local-cluster
+    ///   ddc cluster status --cluster /etc/ddc/cluster.toml --json
+    #[command(verbatim_doc_comment)]
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Milliseconds each up node may take to list its shards.
+        #[arg(long, default_value_t = 10_000)]
+        list_timeout_ms: u64,
+    },
+}
+
+/// `8MiB`, `64KiB`, `1G`, `65536`: binary units (K = KiB = 1024).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size such as 8MiB or 65536"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        other => return Err(format!("unknown size unit {other:?}: use K/KiB, M/MiB or G/GiB")),
+    };
+    number.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+}
+
 fn connect(server: &str) -> anyhow::Result<Client> {
     Client::connect(server).with_context(|| format!("connect to {server} (is shard-server running?)"))
 }
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        eprintln!("ddc: {e:#}");
-        std::process::exit(1);
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ddc: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Run a command; returns the exit code (errors exit 1).
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Cluster { command } => cluster(command),
+        Command::Repair { stream, target, timeout_s } => {
+            let timeout = (timeout_s > 0).then(|| Duration::from_secs(timeout_s));
+            repair_cluster(target.source(), stream.as_deref(), timeout)
+        }
+        Command::Seal { stream, timeout_s } => {
+            match repair::seal(&cli.server, &stream, Duration::from_secs(timeout_s))? {
+                Some(base_offset) => println!("sealed {stream}: segment at base offset {base_offset}"),
+                None => println!("{stream}: the open segment holds no records; nothing sealed"),
+            }
+            Ok(0)
+        }
+        command => run_client(&cli.server, command).map(|()| 0),
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Produce { stream, file, batch, ack } => produce(&cli.server, &stream, file, batch.max(1), ack.into()),
+fn cluster(command: ClusterCommand) -> anyhow::Result<i32> {
+    let mut stderr = std::io::stderr();
+    match command {
+        ClusterCommand::Up {
+            nodes,
+            data_dir,
+            base_port,
+            cores,
+            segment_bytes,
+            k,
+            n,
+            replication,
+            min_insync,
+            server_bin,
+            start_timeout_s,
+        } => {
+            let opts = local::UpOptions {
+                data_dir,
+                nodes,
+                base_port,
+                cores,
+                segment_bytes,
+                params: local::ParamOverrides { k, n, replication, min_insync },
+                server_bin,
+                start_timeout: Duration::from_secs(start_timeout_s),
+            };
+            let state = local::up(&opts, &mut stderr)?;
+            let rows: Vec<Vec<String>> = state
+                .nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        format!("node-{}", n.index),
+                        n.short_id().to_owned(),
+                        n.address.to_string(),
+                        n.pid.map_or("-".to_owned(), |p| p.to_string()),
+                    ]
+                })
+                .collect();
+            print!("{}", cluster_cli::table(&["NODE", "ID", "ADDRESS", "PID"], &rows));
+            let dir = local::Layout::at(&cluster_cli::absolute(&opts.data_dir)?);
+            eprintln!(
+                "cluster is up. logs: {}/node-<i>/server.log   status: ddc cluster status --data-dir {}",
+                dir.root().display(),
+                dir.root().display()
+            );
+            Ok(0)
+        }
+        ClusterCommand::Down { data_dir, timeout_s } => {
+            let report = local::down(&data_dir, Duration::from_secs(timeout_s))?;
+            let mut stuck = 0;
+            for (node, outcome) in &report {
+                println!("node-{} {}: {outcome}", node.index, node.address);
+                if matches!(outcome, local::StopOutcome::StillRunning { .. }) {
+                    stuck += 1;
+                }
+            }
+            if stuck > 0 {
+                anyhow::bail!("{stuck} node(s) are still running");
+            }
+            Ok(0)
+        }
+        ClusterCommand::StartNode { data_dir, node, server_bin, start_timeout_s } => {
+            let started = local::start_node(
+                &data_dir,
+                node,
+                server_bin.as_deref(),
+                Duration::from_secs(start_timeout_s),
+                &mut stderr,
+            )?;
+            println!(
+                "node-{} {} {} started, pid {}",
+                started.index,
+                started.short_id(),
+                started.address,
+                started.pid.map_or("-".to_owned(), |p| p.to_string())
+            );
+            Ok(0)
+        }
+        ClusterCommand::StopNode { data_dir, node, kill, timeout_s } => {
+            let outcome = local::stop_node(&data_dir, node, kill, Duration::from_secs(timeout_s))?;
+            println!("node-{node}: {outcome}");
+            if matches!(outcome, local::StopOutcome::StillRunning { .. }) {
+                anyhow::bail!("node-{node} is still running");
+            }
+            Ok(0)
+        }
+        ClusterCommand::Status { target, json, list_timeout_ms } => {
+            let cluster = target.source().load()?;
+            let report = status::gather(&cluster, Duration::from_millis(list_timeout_ms));
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render_text());
+            }
+            Ok(report.exit_code())
+        }
+    }
+}
+
+fn repair_cluster(source: ClusterSource, stream: Option<&str>, timeout: Option<Duration>) -> anyhow::Result<i32> {
+    let cluster = source.load()?;
+    eprintln!(
+        "repairing {} on {} nodes",
+        stream.map_or("all streams".to_owned(), |s| format!("stream {s}")),
+        cluster.members.len()
+    );
+    let (_, total) = repair::repair(&cluster, stream, timeout, |event| match event {
+        repair::RepairEvent::Started(m) => eprintln!("{} {} {}: repairing...", m.label, m.id.short(), m.address),
+        repair::RepairEvent::Finished(r) => eprintln!("{}", repair::describe(r)),
+    });
+    println!(
+        "total: {} segments checked, {} shards missing, {} shards corrupt, {} shards rebuilt, {} errors",
+        total.segments_checked,
+        total.shards_missing,
+        total.shards_corrupt,
+        total.shards_rebuilt,
+        total.errors.len()
+    );
+    for e in &total.errors {
+        println!("error: {e}");
+    }
+    Ok(if total.errors.is_empty() { 0 } else { 1 })
+}
+
+/// The single-node client commands.
+fn run_client(server: &str, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Produce { stream, file, batch, ack } => produce(server, &stream, file, batch.max(1), ack.into()),
         Command::Consume { stream, from, count, follow, offsets } => {
-            consume(&cli.server, &stream, from, count, follow, offsets)
+            consume(server, &stream, from, count, follow, offsets)
         }
         Command::Create { stream } => {
-            let created = connect(&cli.server)?.create_stream(&stream)?;
+            let created = connect(server)?.create_stream(&stream)?;
             println!("{}", if created { format!("created {stream}") } else { format!("{stream} already exists") });
             Ok(())
         }
         Command::Streams => {
-            for s in connect(&cli.server)?.list_streams()? {
+            for s in connect(server)?.list_streams()? {
                 println!("{s}");
             }
             Ok(())
         }
         Command::Info { stream, json } => {
-            let info = connect(&cli.server)?.stream_info(&stream)?;
+            let info = connect(server)?.stream_info(&stream)?;
             if json {
                 let segments: Vec<_> = info
                     .segments
@@ -207,9 +589,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ping => {
             let t0 = std::time::Instant::now();
-            let version = connect(&cli.server)?.ping()?;
-            println!("{} answered in {:?} (version {version})", cli.server, t0.elapsed());
+            let version = connect(server)?.ping()?;
+            println!("{} answered in {:?} (version {version})", server, t0.elapsed());
             Ok(())
+        }
+        Command::Cluster { .. } | Command::Repair { .. } | Command::Seal { .. } => {
+            anyhow::bail!("internal error: a cluster command reached the single-node client")
         }
         Command::Bench {
             mode,
@@ -230,7 +615,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => Some(Duration::from_secs(10)),
             };
             let spec = BenchSpec {
-                server: cli.server.clone(),
+                server: server.to_owned(),
                 connections: connections.max(1),
                 record_bytes: record_size,
                 batch_records: batch.max(1),

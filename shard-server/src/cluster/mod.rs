@@ -1,0 +1,249 @@
+//! Cluster mode: where a request is served, replication of open segments,
+//! erasure coding of sealed ones, degraded reads and repair.
+//!
+//! Every core has its own [`ClusterCore`]: its own connections to the other
+//! nodes and the cluster state of the streams it owns (a stream's replicas,
+//! shards and placement records live on the core that owns the stream, as its
+//! log does). Nothing here is shared across cores.
+//!
+//! Roles, from the membership (docs/ARCHITECTURE.md "Cluster"):
+//! - a stream's **leader** (first in its rendezvous ranking) takes its
+//!   produces and pushes leader-durable batches to the **followers** (the
+//!   next `replication_total - 1`), see [`replication`];
+//! - when the leader seals a segment it codes it into `n` shards stored on the
+//!   segment's `n` **holders**, records the placement, and followers may drop
+//!   their copy, see [`shards`].
+
+pub mod replication;
+pub mod shards;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use ddc_cluster::erasure::{Code, STRIPE_BYTES_DEFAULT};
+use ddc_cluster::membership::{Membership, MembershipSource, NodeId, NodeKey, TomlFile};
+use ddc_cluster::placement::PlacementRecord;
+use ddc_formats::message::{Request, Response};
+use ddc_formats::wire::ErrorCode;
+
+use crate::config::{ClusterSection, NodeConfig};
+use crate::dispatch::{error_response, CoreState};
+use crate::peer::{PeerError, Peers};
+
+pub use replication::Replicator;
+pub use shards::ShardStore;
+
+/// The membership and this node's identity, loaded once at start.
+#[derive(Clone)]
+pub struct ClusterSetup {
+    pub membership: Membership,
+    pub me: NodeId,
+}
+
+impl ClusterSetup {
+    /// Load the membership and the node key named in the configuration, and
+    /// check that this node is a member and that shards fit in frames.
+    pub fn load(config: &NodeConfig) -> anyhow::Result<Option<ClusterSetup>> {
+        let (Some(file), Some(key)) = (&config.cluster.membership_file, &config.cluster.node_key_file) else {
+            return Ok(None);
+        };
+        let source = TomlFile::new(file);
+        let membership = source.load()?;
+        let me = NodeKey::read(key)?.id();
+        let Some(member) = membership.member(&me) else {
+            anyhow::bail!(
+                "this node's key ({}) is not a member of {}; its public key is {me}",
+                key.display(),
+                source.describe()
+            );
+        };
+        if member.address.port() != config.listen.port() {
+            tracing::warn!(listen = %config.listen, member = %member.address, "the cluster file lists this node at another port");
+        }
+        let k = u64::from(membership.erasure_coding_required);
+        let shard_bytes = config.log.segment_bytes_max.div_ceil(k) + (STRIPE_BYTES_DEFAULT as u64) * 2 + 4096;
+        if shard_bytes > u64::from(config.server.frame_bytes_max) {
+            anyhow::bail!(
+                "invalid configuration: a shard of a {}-byte segment (log.segment_bytes_max / erasure_coding_required {k}) \
+                 does not fit in one frame of server.frame_bytes_max {}: raise server.frame_bytes_max (at most 67108864) \
+                 or lower log.segment_bytes_max",
+                config.log.segment_bytes_max,
+                config.server.frame_bytes_max
+            );
+        }
+        tracing::info!(node = %me, members = membership.nodes.len(), k, n = membership.erasure_coding_total,
+            replication = membership.replication_total, "cluster membership loaded from {}", source.describe());
+        Ok(Some(ClusterSetup { membership, me }))
+    }
+}
+
+/// One core's view of the cluster.
+pub struct ClusterCore {
+    pub membership: Rc<Membership>,
+    pub me: NodeId,
+    pub peers: Peers,
+    pub settings: ClusterSection,
+    pub code: Code,
+    pub store: ShardStore,
+    /// Replicators of the streams this core owns and this node leads.
+    pub replicators: RefCell<HashMap<String, Rc<Replicator>>>,
+    /// Placement records of coded segments of led streams, by stream and base offset.
+    pub placed: RefCell<HashMap<String, BTreeMap<u64, PlacementRecord>>>,
+    placement_dir: PathBuf,
+    /// Segments rebuilt from shards for reads, most recent last.
+    pub decoded: RefCell<Vec<Rc<shards::DecodedSegment>>>,
+    pub closing: Cell<bool>,
+    /// Coding and scrubbing run one at a time per core.
+    pub background_busy: Cell<bool>,
+    /// One repair pass at a time per core (background or asked for).
+    pub repair_lock: Rc<glommio::sync::Semaphore>,
+    pub last_scrub: Cell<Option<std::time::Instant>>,
+}
+
+impl ClusterCore {
+    pub async fn open(
+        setup: &ClusterSetup,
+        config: &NodeConfig,
+        core: usize,
+        cores: usize,
+    ) -> anyhow::Result<ClusterCore> {
+        let m = &setup.membership;
+        let code = Code::new(m.erasure_coding_required, m.erasure_coding_total, STRIPE_BYTES_DEFAULT)?;
+        let peers = Peers::new(m.nodes.iter().filter(|n| n.id != setup.me).map(|n| (n.id, n.address)));
+        let store = ShardStore::new(config.data_dir.join("shards"), core, cores);
+        store.load().await?;
+        let placement_dir = config.data_dir.join("placement");
+        let placed = shards::load_placements(&placement_dir, core, cores).await?;
+        Ok(ClusterCore {
+            membership: Rc::new(m.clone()),
+            me: setup.me,
+            peers,
+            settings: config.cluster.clone(),
+            code,
+            store,
+            replicators: RefCell::new(HashMap::new()),
+            placed: RefCell::new(placed),
+            placement_dir,
+            decoded: RefCell::new(Vec::new()),
+            closing: Cell::new(false),
+            background_busy: Cell::new(false),
+            repair_lock: Rc::new(glommio::sync::Semaphore::new(1)),
+            // The first scrub comes one interval after start, not during it.
+            last_scrub: Cell::new(Some(std::time::Instant::now())),
+        })
+    }
+
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.peer_timeout_ms)
+    }
+
+    pub fn leads(&self, stream: &str) -> bool {
+        self.membership.leader(stream) == self.me
+    }
+
+    /// Stop background work (replication tasks notice and exit).
+    pub fn close(&self) {
+        self.closing.set(true);
+        for r in self.replicators.borrow().values() {
+            r.stop();
+        }
+    }
+}
+
+fn unavailable(e: &PeerError, what: &str) -> Response {
+    error_response(ErrorCode::Unavailable, format!("{what}: {e}"))
+}
+
+/// Decide which node serves a client request. Returns `Some(response)` when
+/// another node served it (or nobody could), `None` when this node serves it
+/// (then the usual per-core routing applies).
+pub async fn route(cluster: &ClusterCore, request: &Request<'_>, forwarded: bool) -> Option<Response> {
+    if forwarded {
+        return None; // passed on once already: served here, whatever this node's view
+    }
+    match *request {
+        Request::Produce { stream, .. }
+        | Request::CreateStream { stream }
+        | Request::Seal { stream }
+        | Request::StreamInfo { stream } => {
+            let leader = cluster.membership.leader(stream);
+            if leader == cluster.me {
+                return None;
+            }
+            let peer = cluster.peers.get(&leader)?;
+            Some(match peer.call(request, true, cluster.peer_timeout()).await {
+                Ok(r) => r,
+                Err(e) => unavailable(
+                    &e,
+                    &format!("the leader of stream {stream:?} cannot be reached, so it takes no writes now"),
+                ),
+            })
+        }
+        Request::Fetch { stream, .. } => {
+            let replicas = cluster.membership.replicas(stream);
+            if replicas[0] == cluster.me {
+                return None;
+            }
+            // The leader has the newest data; then any follower; then this node
+            // (which rebuilds sealed segments from shards if it holds no copy).
+            for node in &replicas {
+                if *node == cluster.me {
+                    return None;
+                }
+                let Some(peer) = cluster.peers.get(node) else { continue };
+                if peer.recently_failed() {
+                    continue;
+                }
+                match peer.call(request, true, cluster.peer_timeout() + fetch_wait(request)).await {
+                    Ok(r) => return Some(r),
+                    Err(e) => tracing::debug!(stream, error = %e, "replica unreachable for a fetch; trying the next"),
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+fn fetch_wait(request: &Request<'_>) -> Duration {
+    match request {
+        Request::Fetch { max_wait_ms, .. } => Duration::from_millis(u64::from(*max_wait_ms)),
+        _ => Duration::ZERO,
+    }
+}
+
+/// Periodic cluster work of one core: keep replicators for led streams, code
+/// sealed segments, scrub and repair. Runs from the housekeeping loop.
+pub async fn tick(state: &Rc<CoreState>, cluster: &Rc<ClusterCore>) {
+    for name in state.engine.list() {
+        if cluster.leads(&name) {
+            if let Ok(stream) = state.engine.stream(&name) {
+                replication::replicator(cluster, &stream);
+            }
+        }
+    }
+    if cluster.background_busy.replace(true) {
+        return;
+    }
+    let (state, cluster) = (state.clone(), cluster.clone());
+    glommio::spawn_local(async move {
+        shards::code_sealed_segments(&state, &cluster).await;
+        let due = cluster
+            .last_scrub
+            .get()
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(cluster.settings.scrub_interval_ms));
+        if due {
+            cluster.last_scrub.set(Some(std::time::Instant::now()));
+            cluster.store.scrub(cluster.settings.repair_bytes_per_s).await;
+            let report = shards::repair_pass(&state, &cluster, None, false).await;
+            if report.shards_rebuilt > 0 || !report.errors.is_empty() {
+                tracing::info!(?report, "scrub and repair pass");
+            }
+        }
+        cluster.background_busy.set(false);
+    })
+    .detach();
+}
