@@ -21,9 +21,9 @@
 //!   invert the decode matrix, copy the surviving data shards into a
 //!   preallocated segment buffer and decode the two missing ones into place.
 //!
-//! With `DDC_BENCH_SWEEP=1` it also runs `stripe/<code>/<KiB>`:
-//! `encode_with_hashes` and `reconstruct` at 16 to 256 KiB stripes, the
-//! measurement behind `STRIPE_BYTES_DEFAULT`.
+//! With `DDC_BENCH_SWEEP=1` it also runs `stripe/<code>/<case>/<KiB>`:
+//! `encode_with_hashes`, `encode` and `reconstruct` at 8 to 256 KiB stripes,
+//! the measurement behind `STRIPE_BYTES_DEFAULT` (about two minutes more).
 //!
 //! **Needs ISA-L** (`apt-get install libisal-dev`) to build: the baseline is
 //! linked from the system's `libisal`. Only this bench links it; `cargo test`
@@ -270,7 +270,7 @@ fn bench_stripe_sizes(c: &mut Criterion, segment: &[u8], root: [u8; 32]) {
     for (k, n) in CODES {
         let mut g = c.benchmark_group(format!("stripe/{k}+{}", n - k));
         configure(&mut g);
-        for kib in [16u32, 32, 64, 128, 256] {
+        for kib in [8u32, 16, 32, 64, 128, 256] {
             let code = Code::new(k, n, kib << 10).expect("valid code");
             g.bench_function(format!("encode_with_hashes/{kib}KiB"), |b| {
                 b.iter(|| code.encode_with_hashes("bench", 0, 1, black_box(segment), root).expect("encode"))

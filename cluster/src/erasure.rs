@@ -10,7 +10,7 @@
 //! the exact GF(2^8) code in docs/FORMATS.md, "Shards (erasure-coded sealed
 //! segments)"; the shard file header is `ddc_formats::shard`.
 //!
-//! Why stripes rather than `k` contiguous thirds of the segment: the codec's
+//! Why stripes rather than `k` contiguous pieces of the segment: the codec's
 //! working set per call is `n * stripe_bytes`, which stays in the CPU's L2
 //! cache, and a body can be hashed while its stripe is still in cache. See
 //! [`STRIPE_BYTES_DEFAULT`] for the measured choice.
@@ -35,9 +35,14 @@ use ddc_formats::shard::{body_bytes_for, ShardHeader};
 use ddc_formats::FormatError;
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
-/// Default bytes of one shard's chunk per stripe. Measured with
-/// `cargo bench -p ddc-benches --bench erasure -- stripe` (docs/PERFORMANCE.md,
-/// "Erasure coding"): 16 to 256 KiB were tried.
+/// Default bytes of one shard's chunk per stripe: 32 KiB. Of 8 to 256 KiB,
+/// it was the fastest or within noise of it for `encode_with_hashes` and
+/// `reconstruct` with both 4+2 and 10+4; from 128 KiB on, a 10+4 stripe
+/// (`n * stripe_bytes`) no longer fits in L2 and both slow down by a fifth
+/// or more (docs/PERFORMANCE.md, "Erasure coding";
+/// `DDC_BENCH_SWEEP=1 cargo bench -p ddc-benches --bench erasure -- stripe`).
+/// Smaller stripes also waste less padding on small segments: every shard
+/// body is at least one chunk.
 pub const STRIPE_BYTES_DEFAULT: u32 = 32 << 10;
 
 /// Why coding or reconstruction was refused.
@@ -671,7 +676,10 @@ mod tests {
         assert_eq!(code.reconstruct_shard(&shards, 6), Err(ErasureError::IndexOutOfRange { index: 6, n: 6 }));
     }
 
-    fn coded(code: &Code, rng: &mut StdRng, len: usize) -> (Vec<u8>, [u8; 32], Vec<(ShardHeader, Vec<u8>)>) {
+    type Coded = (Vec<u8>, [u8; 32], Vec<(ShardHeader, Vec<u8>)>);
+
+    /// A random segment of `len` bytes, its root, and its shards with headers.
+    fn coded(code: &Code, rng: &mut StdRng, len: usize) -> Coded {
         let segment = random_bytes(rng, len);
         let root = *blake3::hash(&segment).as_bytes();
         let shards = code.encode_with_hashes("orders", 100, 142, &segment, root).unwrap();
@@ -738,17 +746,13 @@ mod tests {
         let code = Code::new(4, 6, S).unwrap();
         let (segment, root, shards) = coded(&code, &mut rng, 500);
         let (_, _, other) = coded(&code, &mut rng, 500);
-        let other_code = Code::new(3, 6, S).unwrap();
-        let (_, _, other_coded) = {
-            let shards = other_code.encode_with_hashes("orders", 100, 142, &segment, root).unwrap();
-            ((), (), shards)
-        };
+        let other_code = Code::new(3, 6, S).unwrap().encode_with_hashes("orders", 100, 142, &segment, root).unwrap();
         let mut renamed = shards[1].clone();
         renamed.0.stream = "invoices".into();
         // The first usable header sets the segment; later ones must agree with it.
         let offered = vec![
-            other[0].clone(),       // another segment's root
-            other_coded[1].clone(), // this segment, another code
+            other[0].clone(),      // another segment's root
+            other_code[1].clone(), // this segment, another code
             shards[0].clone(),
             renamed,           // another stream
             shards[0].clone(), // a repeat

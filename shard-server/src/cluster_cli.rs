@@ -1,6 +1,6 @@
 //! The cluster tools behind `ddc cluster ...`, `ddc repair` and `ddc seal`.
 //!
-//! - [`local`]: a cluster of real `shard-server` processes on this machine,
+//! - [`local`] (with [`process`]): a cluster of real `shard-server` processes on this machine,
 //!   laid out under one directory (`ddc cluster up/down/start-node/stop-node`).
 //! - [`status`]: asks every member whether it is up and which shards it holds,
 //!   and says per sealed segment how redundant it still is (`ddc cluster status`).
@@ -25,6 +25,7 @@ use ddc_cluster::membership::{Membership, MembershipSource, NodeId, NodeKey, Tom
 use ddc_formats::client::{Client, ClientError};
 
 pub mod local;
+pub mod process;
 pub mod repair;
 pub mod status;
 
@@ -136,7 +137,7 @@ pub fn ping(address: SocketAddr, timeout: Duration) -> Result<(Client, String), 
 }
 
 /// A client error in words; a read or connect that timed out becomes "no
-/// answer within <waited>" instead of the OS's "Resource temporarily unavailable".
+/// answer within `waited`" instead of the OS's "Resource temporarily unavailable".
 pub fn explain(e: &ClientError, waited: Option<Duration>) -> String {
     if let ClientError::Io(io) = e {
         if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
@@ -147,6 +148,19 @@ pub fn explain(e: &ClientError, waited: Option<Duration>) -> String {
         }
     }
     e.to_string()
+}
+
+/// Write a new node key file at `path` (mode 0600; an existing file is never
+/// overwritten) and return the node's id, for the cluster file.
+pub fn keygen(path: &Path) -> anyhow::Result<NodeId> {
+    let key = NodeKey::generate();
+    key.write_new(path).with_context(|| format!("write a new key file at {}", path.display()))?;
+    Ok(key.id())
+}
+
+/// The id (public key) of the node whose key file is `path`.
+pub fn node_id(path: &Path) -> anyhow::Result<NodeId> {
+    Ok(NodeKey::read(path)?.id())
 }
 
 /// `path` made absolute against the current directory (no symlinks resolved).

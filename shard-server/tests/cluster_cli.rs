@@ -249,6 +249,18 @@ fn refusals_are_clear_and_leave_nothing_behind() {
     assert!(text(&out).contains("cluster.toml does not exist"), "{}", text(&out));
     // No target at all is a usage error.
     assert_eq!(ddc(&["cluster", "status"]).status.code(), Some(2));
+
+    // Key files for a real cluster: created once (0600), never overwritten, their id printable.
+    let key_file = dir.path().join("node.key");
+    let key_path = key_file.to_str().expect("UTF-8");
+    let id = ddc_ok(&["cluster", "keygen", key_path]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    assert_eq!(ddc_ok(&["cluster", "node-id", key_path]), id);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key_file).expect("key file").permissions().mode() & 0o777, 0o600);
+    let again = ddc(&["cluster", "keygen", key_path]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert_eq!(ddc_ok(&["cluster", "node-id", key_path]), id);
 }
 
 /// `ddc` with stdin.
@@ -297,9 +309,8 @@ fn a_wiped_node_is_repaired_back_to_full_redundancy() {
     assert!(out.status.success(), "{}", text(&out));
     let sealed = ddc_ok(&["--server", &address(leader_index), "seal", "orders"]);
     assert!(sealed.contains("base offset 0"), "{sealed}");
-    let redundant = |s: &serde_json::Value| {
-        s["summary"]["segments"] == 1 && s["summary"]["redundant"] == 1 && s["exit_code"] == 0
-    };
+    let redundant =
+        |s: &serde_json::Value| s["summary"]["segments"] == 1 && s["summary"]["redundant"] == 1 && s["exit_code"] == 0;
     wait_for_status(root, "the sealed segment to be coded onto all 3 nodes", redundant);
 
     let victim_text = victim.to_string();

@@ -100,7 +100,7 @@ enum Command {
     /// Seal a stream's open segment now (if it holds records); prints the sealed base offset.
     ///
     /// The node seals, and in a cluster then erasure-codes, the segment as if it had reached
-    /// its size limit. Send it to the node that leads the stream.
+    /// its size limit. Any node of a cluster takes it (the stream's leader seals).
     ///
     /// Example: ddc --server 127.0.0.1:7401 seal orders
     #[command(verbatim_doc_comment)]
@@ -228,10 +228,10 @@ impl Target {
 enum ClusterCommand {
     /// Start a cluster of N local shard-server processes under one directory.
     ///
-    /// Creates DIR/cluster.toml, and per node DIR/node-<i>/{node.key, config.toml, data/},
+    /// Creates DIR/cluster.toml, and per node `DIR/node-<i>/{node.key, config.toml, data/}`,
     /// starts `shard-server --config DIR/node-<i>/config.toml` detached (its output in
-    /// DIR/node-<i>/server.log), waits until every node answers a ping and records the pids
-    /// in DIR/cluster-state.json. Node i listens on 127.0.0.1:<base-port + i>.
+    /// `DIR/node-<i>/server.log`), waits until every node answers a ping and records the pids
+    /// in DIR/cluster-state.json. Node i listens on `127.0.0.1:<base-port + i>`.
     ///
     /// A DIR from an earlier `up` is reused as it is (same keys, ports and data): that is how a
     /// stopped cluster is restarted. Flags that contradict it are refused.
@@ -298,7 +298,7 @@ enum ClusterCommand {
     StartNode {
         #[arg(long)]
         data_dir: PathBuf,
-        /// The node's index (the i of node-<i>).
+        /// The node's index (the i of `node-<i>`).
         #[arg(long)]
         node: usize,
         /// The shard-server binary [default: the one `up` used]
@@ -317,7 +317,7 @@ enum ClusterCommand {
     StopNode {
         #[arg(long)]
         data_dir: PathBuf,
-        /// The node's index (the i of node-<i>).
+        /// The node's index (the i of `node-<i>`).
         #[arg(long)]
         node: usize,
         /// SIGKILL at once, as a crash would.
@@ -327,6 +327,21 @@ enum ClusterCommand {
         #[arg(long, default_value_t = 10)]
         timeout_s: u64,
     },
+    /// Create a node key file (ed25519, mode 0600) and print the node's id for the cluster file.
+    ///
+    /// Never overwrites an existing file. Run it on the node's host; the key stays there.
+    ///
+    /// Example: ddc cluster keygen /etc/ddc/node.key
+    #[command(verbatim_doc_comment)]
+    Keygen {
+        /// Where to write the key.
+        key_file: PathBuf,
+    },
+    /// Print the id (public key) of a node key file.
+    ///
+    /// Example: ddc cluster node-id /etc/ddc/node.key
+    #[command(verbatim_doc_comment)]
+    NodeId { key_file: PathBuf },
     /// Show which members are up and how redundant every sealed segment is.
     ///
     /// Per node: up/down (ping, 1 s deadline), address, version, shards listed. Per sealed
@@ -457,7 +472,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<i32> {
             let mut stuck = 0;
             for (node, outcome) in &report {
                 println!("node-{} {}: {outcome}", node.index, node.address);
-                if matches!(outcome, local::StopOutcome::StillRunning { .. }) {
+                if matches!(outcome, cluster_cli::process::StopOutcome::StillRunning { .. }) {
                     stuck += 1;
                 }
             }
@@ -486,9 +501,19 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<i32> {
         ClusterCommand::StopNode { data_dir, node, kill, timeout_s } => {
             let outcome = local::stop_node(&data_dir, node, kill, Duration::from_secs(timeout_s))?;
             println!("node-{node}: {outcome}");
-            if matches!(outcome, local::StopOutcome::StillRunning { .. }) {
+            if matches!(outcome, cluster_cli::process::StopOutcome::StillRunning { .. }) {
                 anyhow::bail!("node-{node} is still running");
             }
+            Ok(0)
+        }
+        ClusterCommand::Keygen { key_file } => {
+            let id = cluster_cli::keygen(&key_file)?;
+            println!("{id}");
+            eprintln!("wrote {}; add the id above to the cluster file as this node's `id`", key_file.display());
+            Ok(0)
+        }
+        ClusterCommand::NodeId { key_file } => {
+            println!("{}", cluster_cli::node_id(&key_file)?);
             Ok(0)
         }
         ClusterCommand::Status { target, json, list_timeout_ms } => {

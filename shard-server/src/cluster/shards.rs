@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
+use ddc_cluster::erasure::Code;
 use ddc_cluster::membership::NodeId;
 use ddc_cluster::placement::PlacementRecord;
 use ddc_engine::storage::dma::DmaStorage;
@@ -303,11 +304,12 @@ async fn code_segment(
     base: u64,
 ) -> Result<(), String> {
     let (manifest, bytes) = stream.read_sealed(base).await.map_err(|e| e.to_string())?;
-    let shards = cluster
-        .code
-        .encode_with_hashes(&stream.name, base, manifest.next_offset, &bytes, manifest.root)
-        .map_err(|e| e.to_string())?;
-    drop(bytes);
+    let (name, next, root) = (stream.name.clone(), manifest.next_offset, manifest.root);
+    // Coding is CPU work of tens of milliseconds per segment: off the reactor.
+    let shards = off_reactor(cluster, move |code| {
+        code.encode_with_hashes(&name, base, next, &bytes, root).map_err(|e| e.to_string())
+    })
+    .await?;
     let holders = cluster.membership.shard_holders(&stream.name, base);
     let puts = shards.iter().zip(&holders).map(|((header, body), holder)| async move {
         let header = header.encode();
@@ -335,6 +337,21 @@ async fn code_segment(
         .map_err(|e| e.to_string())?;
     cluster.placed.borrow_mut().entry(stream.name.clone()).or_default().insert(base, record);
     Ok(())
+}
+
+/// Run coding work on glommio's blocking thread pool, so the core keeps
+/// serving while a segment is encoded or rebuilt.
+async fn off_reactor<R: Send + 'static>(
+    cluster: &ClusterCore,
+    work: impl FnOnce(&Code) -> Result<R, String> + Send + 'static,
+) -> Result<R, String> {
+    let (k, n, stripe) = (cluster.code.k(), cluster.code.n(), cluster.code.stripe_bytes());
+    glommio::executor()
+        .spawn_blocking(move || {
+            let code = Code::new(k, n, stripe).map_err(|e| e.to_string())?;
+            work(&code)
+        })
+        .await
 }
 
 /// A segment rebuilt from shards, kept for the reads that follow.
@@ -451,7 +468,9 @@ async fn rebuild_segment(cluster: &ClusterCore, seg: &SegmentShards) -> Result<V
             if errors.is_empty() { "too few holders reachable".to_owned() } else { errors.join("; ") }
         ));
     }
-    let assembled = cluster.code.assemble_verified(seg.header.segment_root, &got).map_err(|e| e.to_string())?;
+    let root = seg.header.segment_root;
+    let assembled =
+        off_reactor(cluster, move |code| code.assemble_verified(root, &got).map_err(|e| e.to_string())).await?;
     Ok(assembled.segment)
 }
 
@@ -633,7 +652,8 @@ async fn rebuild_shard(
     if have < k {
         return Err(format!("only {have} healthy shards of the {k} needed are reachable{}", join_errors(&errors)));
     }
-    let body = cluster.code.reconstruct_shard(&shards, index).map_err(|e| e.to_string())?;
+    let body =
+        off_reactor(cluster, move |code| code.reconstruct_shard(&shards, index).map_err(|e| e.to_string())).await?;
     let mut header = seg.header.clone();
     header.index = index;
     header.body_hash = *blake3::hash(&body).as_bytes();
