@@ -21,9 +21,13 @@
 //!   invert the decode matrix, copy the surviving data shards into a
 //!   preallocated segment buffer and decode the two missing ones into place.
 //!
-//! With `DDC_BENCH_SWEEP=1` it also runs `stripe/<code>/<case>/<KiB>`:
+//! With `DDC_BENCH_SWEEP=1` it also runs `stripe/<code>/<KiB>/<case>`:
 //! `encode_with_hashes`, `encode` and `reconstruct` at 8 to 256 KiB stripes,
-//! the measurement behind `STRIPE_BYTES_DEFAULT` (about two minutes more).
+//! the measurement behind `STRIPE_BYTES_DEFAULT` (several minutes more).
+//!
+//! On a busy machine, `DDC_BENCH_PAIRED=N` replaces the criterion run with N
+//! interleaved rounds of every case and prints median throughputs and the
+//! median per-round ratio of each case to ISA-L.
 //!
 //! **Needs ISA-L** (`apt-get install libisal-dev`) to build: the baseline is
 //! linked from the system's `libisal`. Only this bench links it; `cargo test`
@@ -32,12 +36,14 @@
 //! ```text
 //! cargo bench -p ddc-benches --bench erasure
 //! DDC_BENCH_SWEEP=1 cargo bench -p ddc-benches --bench erasure -- stripe
+//! DDC_BENCH_PAIRED=9 cargo bench -p ddc-benches --bench erasure
+//! DDC_BENCH_PAIRED=7 DDC_BENCH_SWEEP=1 cargo bench -p ddc-benches --bench erasure
 //! ```
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{Criterion, Throughput};
 use ddc_benches::{pseudo_random_bytes, sweep_enabled};
 use ddc_cluster::erasure::{Code, STRIPE_BYTES_DEFAULT};
 
@@ -187,9 +193,20 @@ impl IsalCase {
     }
 }
 
-fn configure(g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
-    g.throughput(Throughput::Bytes(SEGMENT_BYTES as u64));
-    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+/// One measured operation: `run` does one iteration's work.
+struct Case<'a> {
+    name: &'static str,
+    run: Box<dyn FnMut() + 'a>,
+}
+
+/// The cases of one criterion group, e.g. `encode/4+2`.
+struct Group<'a> {
+    name: String,
+    cases: Vec<Case<'a>>,
+}
+
+fn case<'a>(name: &'static str, run: impl FnMut() + 'a) -> Case<'a> {
+    Case { name, run: Box::new(run) }
 }
 
 /// BLAKE3 of each shard and of the segment, as `encode_with_hashes` computes them.
@@ -197,108 +214,176 @@ fn hash_all(shards: &[&[u8]], segment: &[u8]) -> (Vec<blake3::Hash>, blake3::Has
     (shards.iter().map(|s| blake3::hash(s)).collect(), blake3::hash(segment))
 }
 
-fn bench_encode(c: &mut Criterion, segment: &[u8], root: [u8; 32]) {
-    for (k, n) in CODES {
-        let label = format!("{k}+{}", n - k);
-        let code = Code::new(k, n, STRIPE_BYTES_DEFAULT).expect("valid code");
-        let mut isal = IsalCase::new(usize::from(k), usize::from(n), segment);
-        let mut parity = isal.parity_buffers();
-        let mut g = c.benchmark_group(format!("encode/{label}"));
-        configure(&mut g);
-        g.bench_function("ours_with_hashes", |b| {
-            b.iter(|| code.encode_with_hashes("bench", 0, 1, black_box(segment), root).expect("encode"))
-        });
-        g.bench_function("ours", |b| b.iter(|| code.encode(black_box(segment)).expect("encode")));
-        g.bench_function("isal", |b| b.iter(|| isal.encode(black_box(&mut parity))));
-        g.bench_function("isal_with_hashes", |b| {
-            b.iter(|| {
-                isal.encode(black_box(&mut parity));
-                let mut all: Vec<&[u8]> = isal.data_shards().collect();
-                all.extend(parity.iter().map(|p| &p[..]));
-                hash_all(&all, segment)
-            })
-        });
-        g.finish();
-    }
+fn encode_group(segment: &[u8], root: [u8; 32], k: u8, n: u8) -> Group<'_> {
+    let code = Code::new(k, n, STRIPE_BYTES_DEFAULT).expect("valid code");
+    let plain = code.clone();
+    let mut isal = IsalCase::new(usize::from(k), usize::from(n), segment);
+    let mut parity = isal.parity_buffers();
+    let mut isal_hashed = IsalCase::new(usize::from(k), usize::from(n), segment);
+    let mut parity_hashed = isal_hashed.parity_buffers();
+    let cases = vec![
+        case("ours_with_hashes", move || {
+            black_box(code.encode_with_hashes("bench", 0, 1, black_box(segment), root).expect("encode"));
+        }),
+        case("ours", move || {
+            black_box(plain.encode(black_box(segment)).expect("encode"));
+        }),
+        case("isal", move || isal.encode(black_box(&mut parity))),
+        case("isal_with_hashes", move || {
+            isal_hashed.encode(black_box(&mut parity_hashed));
+            let mut all: Vec<&[u8]> = isal_hashed.data_shards().collect();
+            all.extend(parity_hashed.iter().map(|p| &p[..]));
+            black_box(hash_all(&all, segment));
+        }),
+    ];
+    Group { name: format!("encode/{k}+{}", n - k), cases }
 }
 
-fn bench_reconstruct(c: &mut Criterion, segment: &[u8], root: [u8; 32]) {
-    for (k, n) in CODES {
-        let label = format!("{k}+{}", n - k);
-        let code = Code::new(k, n, STRIPE_BYTES_DEFAULT).expect("valid code");
-        let coded = code.encode_with_hashes("bench", 0, 1, segment, root).expect("encode");
-        let shards: Vec<Option<&[u8]>> =
-            coded.iter().enumerate().map(|(i, (_, body))| (!MISSING.contains(&i)).then_some(&body[..])).collect();
-        let offered: Vec<_> = coded
-            .iter()
-            .filter(|(h, _)| !MISSING.contains(&usize::from(h.index)))
-            .take(usize::from(k))
-            .cloned()
-            .collect();
-        assert_eq!(code.reconstruct(&shards, segment.len() as u64).expect("reconstruct"), segment);
-        assert_eq!(code.assemble_verified(root, &offered).expect("assemble").segment, segment);
+fn reconstruct_group(segment: &[u8], root: [u8; 32], k: u8, n: u8) -> Group<'static> {
+    let code = Code::new(k, n, STRIPE_BYTES_DEFAULT).expect("valid code");
+    let coded = code.encode_with_hashes("bench", 0, 1, segment, root).expect("encode");
+    let shards: Vec<Option<Vec<u8>>> =
+        coded.iter().enumerate().map(|(i, (_, body))| (!MISSING.contains(&i)).then(|| body.clone())).collect();
+    let offered: Vec<_> =
+        coded.into_iter().filter(|(h, _)| !MISSING.contains(&usize::from(h.index))).take(usize::from(k)).collect();
+    assert_eq!(code.reconstruct(&shards, segment.len() as u64).expect("reconstruct"), segment);
+    assert_eq!(code.assemble_verified(root, &offered).expect("assemble").segment, segment);
 
-        let mut isal = IsalCase::new(usize::from(k), usize::from(n), segment);
-        let mut parity = isal.parity_buffers();
-        isal.encode(&mut parity);
-        let mut isal_shards: Vec<Vec<u8>> = isal.data_shards().map(<[u8]>::to_vec).collect();
-        isal_shards.extend(parity);
-        for &i in &MISSING {
-            isal_shards[i].fill(0);
-        }
-        let mut out = vec![0u8; isal.padded.len()];
-        isal.reconstruct(&isal_shards, &mut out);
-        assert!(out == isal.padded, "ISA-L baseline decodes its own shards");
-
-        let mut g = c.benchmark_group(format!("reconstruct/{label}"));
-        configure(&mut g);
-        g.bench_function("ours", |b| {
-            b.iter(|| code.reconstruct(black_box(&shards), SEGMENT_BYTES as u64).expect("reconstruct"))
-        });
-        g.bench_function("ours_verified", |b| {
-            b.iter(|| code.assemble_verified(root, black_box(&offered)).expect("assemble"))
-        });
-        g.bench_function("isal", |b| b.iter(|| isal.reconstruct(black_box(&isal_shards), &mut out)));
-        g.finish();
+    let mut isal = IsalCase::new(usize::from(k), usize::from(n), segment);
+    let mut parity = isal.parity_buffers();
+    isal.encode(&mut parity);
+    let mut isal_shards: Vec<Vec<u8>> = isal.data_shards().map(<[u8]>::to_vec).collect();
+    isal_shards.extend(parity);
+    for &i in &MISSING {
+        isal_shards[i].fill(0);
     }
+    let mut out = vec![0u8; isal.padded.len()];
+    isal.reconstruct(&isal_shards, &mut out);
+    assert!(out == isal.padded, "ISA-L baseline decodes its own shards");
+
+    let verifying = code.clone();
+    let cases = vec![
+        case("ours", move || {
+            black_box(code.reconstruct(black_box(&shards), SEGMENT_BYTES as u64).expect("reconstruct"));
+        }),
+        case("ours_verified", move || {
+            black_box(verifying.assemble_verified(root, black_box(&offered)).expect("assemble"));
+        }),
+        case("isal", move || isal.reconstruct(black_box(&isal_shards), &mut out)),
+    ];
+    Group { name: format!("reconstruct/{k}+{}", n - k), cases }
 }
 
-fn bench_stripe_sizes(c: &mut Criterion, segment: &[u8], root: [u8; 32]) {
-    if !sweep_enabled() {
-        return;
-    }
+/// `encode_with_hashes`, `encode` and `reconstruct` at each stripe size.
+fn stripe_groups(segment: &[u8], root: [u8; 32]) -> Vec<Group<'_>> {
+    let mut groups = Vec::new();
     for (k, n) in CODES {
-        let mut g = c.benchmark_group(format!("stripe/{k}+{}", n - k));
-        configure(&mut g);
         for kib in [8u32, 16, 32, 64, 128, 256] {
             let code = Code::new(k, n, kib << 10).expect("valid code");
-            g.bench_function(format!("encode_with_hashes/{kib}KiB"), |b| {
-                b.iter(|| code.encode_with_hashes("bench", 0, 1, black_box(segment), root).expect("encode"))
-            });
-            g.bench_function(format!("encode/{kib}KiB"), |b| {
-                b.iter(|| code.encode(black_box(segment)).expect("encode"))
-            });
+            let plain = code.clone();
+            let decoding = code.clone();
             let coded = code.encode(segment).expect("encode");
-            let shards: Vec<Option<&[u8]>> =
-                coded.iter().enumerate().map(|(i, body)| (!MISSING.contains(&i)).then_some(&body[..])).collect();
-            g.bench_function(format!("reconstruct/{kib}KiB"), |b| {
-                b.iter(|| code.reconstruct(black_box(&shards), SEGMENT_BYTES as u64).expect("reconstruct"))
-            });
+            let shards: Vec<Option<Vec<u8>>> =
+                coded.into_iter().enumerate().map(|(i, body)| (!MISSING.contains(&i)).then_some(body)).collect();
+            let cases = vec![
+                case("encode_with_hashes", move || {
+                    black_box(code.encode_with_hashes("bench", 0, 1, black_box(segment), root).expect("encode"));
+                }),
+                case("encode", move || {
+                    black_box(plain.encode(black_box(segment)).expect("encode"));
+                }),
+                case("reconstruct", move || {
+                    black_box(decoding.reconstruct(black_box(&shards), SEGMENT_BYTES as u64).expect("reconstruct"));
+                }),
+            ];
+            groups.push(Group { name: format!("stripe/{k}+{}/{kib}KiB", n - k), cases });
+        }
+    }
+    groups
+}
+
+fn all_groups(segment: &[u8], root: [u8; 32]) -> Vec<Group<'_>> {
+    let mut groups = if sweep_enabled() { stripe_groups(segment, root) } else { Vec::new() };
+    for (k, n) in CODES {
+        groups.push(encode_group(segment, root, k, n));
+        groups.push(reconstruct_group(segment, root, k, n));
+    }
+    groups
+}
+
+fn criterion_run(segment: &[u8], root: [u8; 32]) {
+    let mut c = Criterion::default().configure_from_args();
+    for mut group in all_groups(segment, root) {
+        let mut g = c.benchmark_group(&group.name);
+        g.throughput(Throughput::Bytes(SEGMENT_BYTES as u64));
+        g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+        for case in &mut group.cases {
+            g.bench_function(case.name, |b| b.iter(&mut case.run));
         }
         g.finish();
     }
+    c.final_summary();
 }
 
-fn bench_erasure(c: &mut Criterion) {
+/// `DDC_BENCH_PAIRED=N`: instead of criterion, run every case once per round
+/// (the best of three calls), N rounds, and print median throughputs and the
+/// median of the per-round ratios to ISA-L. On a shared machine the cases of
+/// one round see about the same interference, so these ratios are steadier
+/// than ratios of criterion estimates taken minutes apart.
+fn paired_run(rounds: usize, segment: &[u8], root: [u8; 32]) {
+    let mut groups = all_groups(segment, root);
+    let mut seconds: Vec<Vec<Vec<f64>>> =
+        groups.iter().map(|g| vec![Vec::with_capacity(rounds); g.cases.len()]).collect();
+    for _ in 0..rounds {
+        for (group, times) in groups.iter_mut().zip(&mut seconds) {
+            for (case, times) in group.cases.iter_mut().zip(times.iter_mut()) {
+                let best = (0..3)
+                    .map(|_| {
+                        let start = Instant::now();
+                        (case.run)();
+                        start.elapsed().as_secs_f64()
+                    })
+                    .fold(f64::MAX, f64::min);
+                times.push(best);
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let gib = (SEGMENT_BYTES as f64) / f64::from(1u32 << 30);
+    println!(
+        "{rounds} interleaved rounds; GiB/s of segment bytes, median; (ratio to isal, median of per-round ratios)"
+    );
+    for (group, times) in groups.iter().zip(&seconds) {
+        let position = |name: &str| group.cases.iter().position(|c| c.name == name);
+        let ratio_to = |t: &[f64], baseline: usize| -> f64 {
+            median(t.iter().zip(&times[baseline]).map(|(ours, base)| base / ours).collect())
+        };
+        for (case, t) in group.cases.iter().zip(times) {
+            let mut ratio = String::new();
+            if let Some(i) = position("isal").filter(|_| case.name != "isal") {
+                ratio = format!(" ({:.2}", ratio_to(t, i));
+                // Our path with hashing against ISA-L doing the same hashing.
+                if let Some(j) = position("isal_with_hashes").filter(|_| case.name == "ours_with_hashes") {
+                    ratio += &format!("; {:.2} of isal_with_hashes", ratio_to(t, j));
+                }
+                ratio += ")";
+            }
+            println!("{:<40} {:>6.2}{ratio}", format!("{}/{}", group.name, case.name), gib / median(t.clone()));
+        }
+    }
+}
+
+fn main() {
     // The shard server's allocator settings: large buffers are reused from
     // malloc's arena instead of being mapped and faulted in on every call.
     ddc_engine::tune_allocator();
     let segment = pseudo_random_bytes(SEGMENT_BYTES, 7);
     let root = *blake3::hash(&segment).as_bytes();
-    bench_stripe_sizes(c, &segment, root);
-    bench_encode(c, &segment, root);
-    bench_reconstruct(c, &segment, root);
+    match std::env::var("DDC_BENCH_PAIRED").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0) {
+        Some(rounds) => paired_run(rounds, &segment, root),
+        None => criterion_run(&segment, root),
+    }
 }
-
-criterion_group!(benches, bench_erasure);
-criterion_main!(benches);

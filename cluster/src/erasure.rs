@@ -35,13 +35,13 @@ use ddc_formats::shard::{body_bytes_for, ShardHeader};
 use ddc_formats::FormatError;
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
-/// Default bytes of one shard's chunk per stripe: 32 KiB. Of 8 to 256 KiB,
-/// it was the fastest or within noise of it for `encode_with_hashes` and
-/// `reconstruct` with both 4+2 and 10+4; from 128 KiB on, a 10+4 stripe
-/// (`n * stripe_bytes`) no longer fits in L2 and both slow down by a fifth
-/// or more (docs/PERFORMANCE.md, "Erasure coding";
-/// `DDC_BENCH_SWEEP=1 cargo bench -p ddc-benches --bench erasure -- stripe`).
-/// Smaller stripes also waste less padding on small segments: every shard
+/// Default bytes of one shard's chunk per stripe: 32 KiB. Of 8 to 256 KiB it
+/// was the fastest, or within 6% of the fastest, for `encode_with_hashes` and
+/// `reconstruct` with both 4+2 and 10+4. From 128 KiB on, a 10+4 stripe
+/// (`n * stripe_bytes`) no longer fits in L2, and coding slows down by 10% or
+/// more (docs/PERFORMANCE.md, "Erasure coding"; `DDC_BENCH_PAIRED=9
+/// DDC_BENCH_SWEEP=1 cargo bench -p ddc-benches --bench erasure`). Smaller
+/// stripes also waste less padding on small segments, because every shard
 /// body is at least one chunk.
 pub const STRIPE_BYTES_DEFAULT: u32 = 32 << 10;
 

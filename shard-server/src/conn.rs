@@ -288,14 +288,14 @@ async fn handle_payload(
         (None, Request::ListShards { .. }) | (None, Request::Repair { .. }) => {
             gather_all_cores(state, router, &request, &payload).await
         }
-        _ => serve_local(state, &request).await,
+        _ => serve_local(state, &request, forwarded).await,
     };
     Some((id, response, held))
 }
 
 /// Shard listings and repair reports of every core, combined.
 async fn gather_all_cores(state: &CoreState, router: &Router, request: &Request<'_>, payload: &[u8]) -> Response {
-    let mut responses = vec![serve_local(state, request).await];
+    let mut responses = vec![serve_local(state, request, false).await];
     for core in (0..router.cores).filter(|&c| c != router.core) {
         responses.push(router.forward(core, payload.to_vec()).await);
     }
@@ -315,7 +315,7 @@ async fn gather_all_cores(state: &CoreState, router: &Router, request: &Request<
 }
 
 async fn list_all(state: &CoreState, router: &Router, payload: &[u8]) -> Response {
-    let mut all = match serve_local(state, &Request::ListStreams).await {
+    let mut all = match serve_local(state, &Request::ListStreams, false).await {
         Response::ListStreams { streams } => streams,
         other => return other,
     };

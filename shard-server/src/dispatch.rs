@@ -44,9 +44,10 @@ pub fn engine_error(e: &EngineError) -> Response {
 }
 
 /// Serve a request whose stream this core owns (or that has no stream).
-pub async fn serve_local(state: &CoreState, request: &Request<'_>) -> Response {
+/// `forwarded`: another node passed it on (see [`crate::cluster::route`]).
+pub async fn serve_local(state: &CoreState, request: &Request<'_>, forwarded: bool) -> Response {
     if let Some(cluster) = &state.cluster {
-        if let Some(r) = serve_cluster(state, cluster, request).await {
+        if let Some(r) = serve_cluster(state, cluster, request, forwarded).await {
             return r;
         }
     }
@@ -57,7 +58,12 @@ pub async fn serve_local(state: &CoreState, request: &Request<'_>) -> Response {
 }
 
 /// The requests that cluster mode serves differently. None: serve as a single node.
-async fn serve_cluster(state: &CoreState, cluster: &Rc<ClusterCore>, request: &Request<'_>) -> Option<Response> {
+async fn serve_cluster(
+    state: &CoreState,
+    cluster: &Rc<ClusterCore>,
+    request: &Request<'_>,
+    forwarded: bool,
+) -> Option<Response> {
     Some(match *request {
         Request::Produce { stream, records, record_count, ack } => {
             if !cluster.leads(stream) {
@@ -68,11 +74,29 @@ async fn serve_cluster(state: &CoreState, cluster: &Rc<ClusterCore>, request: &R
         Request::CreateStream { stream } | Request::Seal { stream } if !cluster.leads(stream) => {
             not_leader(cluster, stream)
         }
+        Request::Fetch { stream, .. } | Request::StreamInfo { stream } if leader_is_behind(cluster, stream) => {
+            error_response(
+                ErrorCode::Unavailable,
+                format!("this node leads stream {stream:?} but holds less of it than its followers; read from them"),
+            )
+        }
         Request::Fetch { stream, offset, .. } => {
             let local = serve(state, request).await;
             let local_hw = state.engine.stream(stream).map(|s| s.high_watermark()).unwrap_or(0);
             match local {
+                // This copy lags (its data directory was replaced, or it is catching up) but
+                // the leader said the offset is coded: rebuild it from shards.
+                Ok(Response::Fetch { ref batches, high_watermark, .. })
+                    if batches.is_empty()
+                        && offset >= high_watermark
+                        && cluster.coded_hint.borrow().get(stream).is_some_and(|&coded| offset < coded) =>
+                {
+                    shards::fetch_from_shards(cluster, stream, offset, fetch_max_bytes(state, request), local_hw).await
+                }
                 Ok(r) => r,
+                // A replica asked by another node that has no copy says so; that node
+                // tries the next replica, and rebuilds from shards only if none has it.
+                Err(e @ EngineError::UnknownStream(_)) if forwarded => engine_error(&e),
                 // Not (or no longer) here: rebuild from shards.
                 Err(EngineError::UnknownStream(_)) => {
                     shards::fetch_from_shards(cluster, stream, offset, fetch_max_bytes(state, request), local_hw).await
@@ -91,6 +115,10 @@ async fn serve_cluster(state: &CoreState, cluster: &Rc<ClusterCore>, request: &R
         }
         _ => return None,
     })
+}
+
+fn leader_is_behind(cluster: &ClusterCore, stream: &str) -> bool {
+    cluster.replicators.borrow().get(stream).is_some_and(|r| r.is_behind())
 }
 
 fn fetch_max_bytes(state: &CoreState, request: &Request<'_>) -> u32 {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use futures::channel::oneshot;
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 
-use ddc_formats::message::{decode_request, Response};
+use ddc_formats::message::{decode_request_envelope, Response};
 use ddc_formats::wire::ErrorCode;
 
 use crate::dispatch::{error_response, serve_local, CoreState};
@@ -92,8 +92,8 @@ async fn serve_forwarded(rx: ConnectedReceiver<Forwarded>, state: Rc<CoreState>)
     while let Some(f) = rx.recv().await {
         let state = state.clone();
         glommio::spawn_local(async move {
-            let response = match decode_request(&f.payload) {
-                Ok((_, request)) => serve_local(&state, &request).await,
+            let response = match decode_request_envelope(&f.payload) {
+                Ok((_, forwarded, request)) => serve_local(&state, &request, forwarded).await,
                 Err(e) => error_response(ErrorCode::MalformedMessage, e.to_string()),
             };
             let _ = f.reply.send(response);

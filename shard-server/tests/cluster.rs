@@ -275,18 +275,20 @@ fn produce_range(cluster: &Cluster, via: usize, stream: &str, from: u64, to: u64
 }
 
 /// Read `[0, to)` through `node`, checking every record byte for byte.
-fn consume_all(node: &ClusterNode, stream: &str, to: u64) {
+fn consume_all(cluster: &Cluster, via: usize, stream: &str, to: u64) {
+    let node = &cluster.nodes[via];
     let mut c = node.client();
     let mut offset = 0;
     while offset < to {
         let fetched = c
             .fetch(stream, offset, 1 << 20, 0)
-            .unwrap_or_else(|e| panic!("fetch {offset} via {}: {e}\n{}", node.addr, node.log()));
+            .unwrap_or_else(|e| panic!("fetch {offset} via {}: {e}\n{}", node.addr, cluster.logs()));
         assert!(
             !fetched.records.is_empty(),
-            "no records at {offset} via {} (hw {})",
+            "no records at {offset} via {} (hw {})\n{}",
             node.addr,
-            fetched.high_watermark
+            fetched.high_watermark,
+            cluster.logs()
         );
         for (o, r) in fetched.records {
             assert_eq!(o, offset);
@@ -367,7 +369,7 @@ fn six_nodes_replicate_code_survive_damage_and_repair() {
         flip_byte(f, 512 + 100);
     }
     cluster.nodes[leader].kill();
-    consume_all(&cluster.nodes[follower], stream, total);
+    consume_all(&cluster, follower, stream, total);
 
     // Writes to a stream whose leader is down are refused, clearly.
     let err = cluster.nodes[follower].client().produce(stream, &[b"x"]).unwrap_err();
@@ -397,13 +399,31 @@ fn six_nodes_replicate_code_survive_damage_and_repair() {
     let health = cluster.shard_health(stream, true);
     assert!(health.values().all(|h| h.len() == 6), "{health:?}");
 
+    // Replace the leader's data directory: it refuses writes (its followers hold
+    // offsets it lacks) and reads still return everything, from the followers.
+    cluster.nodes[leader].kill();
+    std::fs::remove_dir_all(cluster.nodes[leader].data_dir()).unwrap();
+    cluster.nodes[leader].start();
+    cluster.nodes[leader].wait_ready();
+    consume_all(&cluster, non_replica, stream, total);
+    let err = match cluster.nodes[non_replica].client().produce(stream, &[b"after the wipe"]) {
+        Ok(offset) => panic!("a wiped leader took a write at {offset}\n{}", cluster.logs()),
+        Err(e) => e,
+    };
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+    assert!(err.to_string().contains("holds offsets up to"), "{err}");
+    consume_all(&cluster, non_replica, stream, total);
+    // Asked directly, the wiped leader refuses reads too, and says where to read.
+    let err = cluster.nodes[leader].client().fetch(stream, 0, 1 << 20, 0).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+
     // Kill any two nodes, here the leader and a follower (the worst pair:
     // one copy of the open segment left, sealed ones only as shards).
     cluster.nodes[leader].kill();
     cluster.nodes[follower].kill();
     let survivor = replicas[2];
-    consume_all(&cluster.nodes[survivor], stream, total);
-    consume_all(&cluster.nodes[non_replica], stream, total);
+    consume_all(&cluster, survivor, stream, total);
+    consume_all(&cluster, non_replica, stream, total);
 }
 
 #[test]
@@ -503,5 +523,5 @@ fn scrubber_finds_and_repairs_bitrot_by_itself() {
     }
     let health = cluster.shard_health(stream, true);
     assert!(health.values().all(|h| h.len() == 6), "{health:?}");
-    consume_all(&cluster.nodes[victim], stream, 4000);
+    consume_all(&cluster, victim, stream, 4000);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use ddc_cluster::membership::NodeId;
 use ddc_formats::batch::push_record;
 use ddc_formats::client::Client;
 use ddc_formats::message::Request;
@@ -105,6 +106,7 @@ enum Command {
     /// Example: ddc --server 127.0.0.1:7401 seal orders
     #[command(verbatim_doc_comment)]
     Seal {
+        /// The stream to seal.
         stream: String,
         /// Seconds to wait for the answer.
         #[arg(long, default_value_t = 60)]
@@ -285,6 +287,7 @@ enum ClusterCommand {
     /// Example: ddc cluster down --data-dir ./local-cluster
     #[command(verbatim_doc_comment)]
     Down {
+        /// Directory of the cluster (made by `ddc cluster up`).
         #[arg(long)]
         data_dir: PathBuf,
         /// Seconds to wait after SIGTERM before SIGKILL.
@@ -296,6 +299,7 @@ enum ClusterCommand {
     /// Example: ddc cluster start-node --data-dir ./local-cluster --node 1
     #[command(verbatim_doc_comment)]
     StartNode {
+        /// Directory of the cluster (made by `ddc cluster up`).
         #[arg(long)]
         data_dir: PathBuf,
         /// The node's index (the i of `node-<i>`).
@@ -315,6 +319,7 @@ enum ClusterCommand {
     ///   ddc cluster stop-node --data-dir ./local-cluster --node 1 --kill
     #[command(verbatim_doc_comment)]
     StopNode {
+        /// Directory of the cluster (made by `ddc cluster up`).
         #[arg(long)]
         data_dir: PathBuf,
         /// The node's index (the i of `node-<i>`).
@@ -342,6 +347,25 @@ enum ClusterCommand {
     /// Example: ddc cluster node-id /etc/ddc/node.key
     #[command(verbatim_doc_comment)]
     NodeId { key_file: PathBuf },
+    /// Show where a stream lives: its leader and followers, or a sealed segment's shard holders.
+    ///
+    /// Computed from the cluster file alone (rendezvous hashing, as the nodes do).
+    ///
+    /// Examples:
+    ///   ddc cluster placement orders --data-dir ./local-cluster
+    ///   ddc cluster placement orders --segment 0 --cluster /etc/ddc/cluster.toml
+    #[command(verbatim_doc_comment)]
+    Placement {
+        stream: String,
+        /// Base offset of a sealed segment: print its shard holders instead.
+        #[arg(long)]
+        segment: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+        /// One line per node: role, label, address (for scripts).
+        #[arg(long)]
+        plain: bool,
+    },
     /// Show which members are up and how redundant every sealed segment is.
     ///
     /// Per node: up/down (ping, 1 s deadline), address, version, shards listed. Per sealed
@@ -514,6 +538,44 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<i32> {
         }
         ClusterCommand::NodeId { key_file } => {
             println!("{}", cluster_cli::node_id(&key_file)?);
+            Ok(0)
+        }
+        ClusterCommand::Placement { stream, segment, target, plain } => {
+            let cluster = target.source().load()?;
+            let m = &cluster.membership;
+            let rows: Vec<(String, NodeId)> = match segment {
+                Some(base) => m
+                    .shard_holders(&stream, base)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, id)| (format!("shard-{i}"), id))
+                    .collect(),
+                None => m
+                    .replicas(&stream)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, id)| (if i == 0 { "leader".to_owned() } else { "follower".to_owned() }, id))
+                    .collect(),
+            };
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
+                .map(|(role, id)| {
+                    let member = cluster.member(&id);
+                    vec![
+                        role,
+                        member.map_or_else(|| id.short(), |m| m.label.clone()),
+                        id.short(),
+                        member.map_or_else(String::new, |m| m.address.to_string()),
+                    ]
+                })
+                .collect();
+            if plain {
+                for r in rows {
+                    println!("{} {} {}", r[0], r[1], r[3]);
+                }
+            } else {
+                print!("{}", cluster_cli::table(&["ROLE", "NODE", "ID", "ADDRESS"], &rows));
+            }
             Ok(0)
         }
         ClusterCommand::Status { target, json, list_timeout_ms } => {

@@ -86,6 +86,8 @@ pub struct ClusterCore {
     pub me: NodeId,
     pub peers: Peers,
     pub settings: ClusterSection,
+    /// `server.frame_bytes_max`: node-to-node messages must fit in the peer's frames.
+    pub frame_bytes_max: u32,
     pub code: Code,
     pub store: ShardStore,
     /// Replicators of the streams this core owns and this node leads.
@@ -93,6 +95,9 @@ pub struct ClusterCore {
     /// Placement records of coded segments of led streams, by stream and base offset.
     pub placed: RefCell<HashMap<String, BTreeMap<u64, PlacementRecord>>>,
     placement_dir: PathBuf,
+    /// Followed streams: the leader's coded offset, from its last Replicate
+    /// (offsets below it can be rebuilt from shards even if this copy lacks them).
+    pub coded_hint: RefCell<HashMap<String, u64>>,
     /// Segments rebuilt from shards for reads, most recent last.
     pub decoded: RefCell<Vec<Rc<shards::DecodedSegment>>>,
     pub closing: Cell<bool>,
@@ -122,11 +127,13 @@ impl ClusterCore {
             me: setup.me,
             peers,
             settings: config.cluster.clone(),
+            frame_bytes_max: config.server.frame_bytes_max,
             code,
             store,
             replicators: RefCell::new(HashMap::new()),
             placed: RefCell::new(placed),
             placement_dir,
+            coded_hint: RefCell::new(HashMap::new()),
             decoded: RefCell::new(Vec::new()),
             closing: Cell::new(false),
             background_busy: Cell::new(false),
@@ -165,10 +172,7 @@ pub async fn route(cluster: &ClusterCore, request: &Request<'_>, forwarded: bool
         return None; // passed on once already: served here, whatever this node's view
     }
     match *request {
-        Request::Produce { stream, .. }
-        | Request::CreateStream { stream }
-        | Request::Seal { stream }
-        | Request::StreamInfo { stream } => {
+        Request::Produce { stream, .. } | Request::CreateStream { stream } | Request::Seal { stream } => {
             let leader = cluster.membership.leader(stream);
             if leader == cluster.me {
                 return None;
@@ -182,7 +186,8 @@ pub async fn route(cluster: &ClusterCore, request: &Request<'_>, forwarded: bool
                 ),
             })
         }
-        Request::Fetch { stream, .. } => {
+        // Reads: the leader has the newest data, but a follower will do when it is down.
+        Request::Fetch { stream, .. } | Request::StreamInfo { stream } => {
             let replicas = cluster.membership.replicas(stream);
             if replicas[0] == cluster.me {
                 return None;
@@ -198,8 +203,13 @@ pub async fn route(cluster: &ClusterCore, request: &Request<'_>, forwarded: bool
                     continue;
                 }
                 match peer.call(request, true, cluster.peer_timeout() + fetch_wait(request)).await {
+                    // A replica without the stream (its data directory was replaced) or one
+                    // that refuses reads: the next may have it.
+                    Ok(Response::Error { code: ErrorCode::UnknownStream | ErrorCode::Unavailable, message }) => {
+                        tracing::debug!(stream, %message, "replica cannot serve a read; trying the next");
+                    }
                     Ok(r) => return Some(r),
-                    Err(e) => tracing::debug!(stream, error = %e, "replica unreachable for a fetch; trying the next"),
+                    Err(e) => tracing::debug!(stream, error = %e, "replica unreachable for a read; trying the next"),
                 }
             }
             None

@@ -29,10 +29,14 @@ use ddc_formats::wire::{AckLevel, ErrorCode};
 use super::ClusterCore;
 use crate::config::ReplicaRetention;
 use crate::dispatch::{engine_error, error_response, CoreState};
-use crate::peer::Peer;
+use crate::peer::{Peer, PeerError};
 
 /// Batches per replication request, at most.
 const REPLICATE_BYTES: u32 = 4 << 20;
+/// Room for a Replicate's envelope inside a frame.
+const REPLICATE_OVERHEAD_BYTES: u32 = 64 << 10;
+/// Replicate requests in flight per follower and stream.
+const PUSH_DEPTH: usize = 4;
 /// An idle follower is probed this often (keeps it in sync and detects loss).
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
@@ -43,6 +47,8 @@ pub struct Follower {
     pub acked: Cell<Option<u64>>,
     caught_up_at: Cell<Option<Instant>>,
     connected: Cell<bool>,
+    /// Answered at least once since this replicator started.
+    heard: Cell<bool>,
     pub last_error: RefCell<Option<String>>,
 }
 
@@ -62,6 +68,8 @@ pub struct Replicator {
     pub stream: Rc<Stream<DmaStorage>>,
     pub followers: Vec<Rc<Follower>>,
     changed: Signal,
+    /// Bumped on every change, so a waiter can tell it was woken by one.
+    generation: Cell<u64>,
     min_insync: usize,
     lag_max: Duration,
     /// Set when a follower reported more data than this leader holds (this
@@ -74,12 +82,28 @@ pub struct Replicator {
 impl Replicator {
     pub fn stop(&self) {
         self.stopped.set(true);
+        self.notify();
+    }
+
+    fn notify(&self) {
+        self.generation.set(self.generation.get() + 1);
         self.changed.notify();
+    }
+
+    /// Wait for the next change, or `at_most` (in-sync status also changes with time).
+    async fn next_change(&self, at_most: Duration) {
+        let seen = self.generation.get();
+        self.changed.wait_for_timeout(|| (self.generation.get() != seen).then_some(()), at_most).await;
     }
 
     fn in_sync_followers(&self) -> usize {
         let hw = self.stream.high_watermark();
         self.followers.iter().filter(|f| f.in_sync(hw, self.lag_max)).count()
+    }
+
+    /// True when a follower holds more of the stream than this leader.
+    pub fn is_behind(&self) -> bool {
+        self.behind.get().is_some()
     }
 
     fn behind_error(&self) -> Option<Response> {
@@ -105,9 +129,24 @@ impl Replicator {
             if let Some(e) = self.behind_error() {
                 return Err(e);
             }
+            // An empty log here may mean this node's data directory was replaced, with the
+            // followers holding data it lacks: the first write waits until every follower
+            // has said how much it holds.
+            let all_heard = self.followers.iter().all(|f| f.heard.get());
             let copies = 1 + self.in_sync_followers();
-            if copies >= self.min_insync {
+            if copies >= self.min_insync && (all_heard || self.stream.next_offset() > 0) {
                 return Ok(());
+            }
+            if !all_heard && self.stream.next_offset() == 0 && Instant::now() >= deadline {
+                return Err(error_response(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "stream {:?} is empty on its leader: its first write waits until every replica has \
+                         answered, in case they hold data this node lost; nothing was written{}",
+                        self.stream.name,
+                        self.follower_errors()
+                    ),
+                ));
             }
             if Instant::now() >= deadline {
                 return Err(error_response(
@@ -121,7 +160,7 @@ impl Replicator {
                     ),
                 ));
             }
-            self.changed.wait_for_timeout(|| None::<()>, Duration::from_millis(50)).await;
+            self.next_change(Duration::from_millis(50)).await;
         }
     }
 
@@ -179,7 +218,7 @@ impl Replicator {
                     ),
                 ));
             }
-            self.changed.wait_for_timeout(|| None::<()>, Duration::from_millis(50)).await;
+            self.next_change(Duration::from_millis(50)).await;
         }
     }
 }
@@ -198,6 +237,7 @@ pub fn replicator(cluster: &Rc<ClusterCore>, stream: &Rc<Stream<DmaStorage>>) ->
                 acked: Cell::new(None),
                 caught_up_at: Cell::new(None),
                 connected: Cell::new(false),
+                heard: Cell::new(false),
                 last_error: RefCell::new(None),
             })
         })
@@ -206,6 +246,7 @@ pub fn replicator(cluster: &Rc<ClusterCore>, stream: &Rc<Stream<DmaStorage>>) ->
         stream: stream.clone(),
         followers,
         changed: Signal::default(),
+        generation: Cell::new(0),
         min_insync: usize::from(cluster.membership.min_insync_replicas),
         lag_max: Duration::from_millis(cluster.settings.replica_lag_max_ms),
         behind: Cell::new(None),
@@ -220,35 +261,106 @@ pub fn replicator(cluster: &Rc<ClusterCore>, stream: &Rc<Stream<DmaStorage>>) ->
     r
 }
 
-/// One follower's replication loop on the leader.
+type Push = glommio::Task<(u64, Result<Response, PeerError>)>;
+
+/// One follower's replication loop on the leader: keeps up to
+/// `PUSH_DEPTH` requests in flight (the follower applies them in order), each
+/// with the leader-durable batches after the previous one.
 async fn push_to_follower(cluster: Rc<ClusterCore>, r: Rc<Replicator>, f: Rc<Follower>, peer: Rc<Peer>) {
     let stream = r.stream.clone();
-    let mut cursor: Option<u64> = None;
     let mut backoff = Duration::from_millis(100);
-    let leader = cluster.me.0;
-    while !r.stopped.get() && !cluster.closing.get() {
-        let hw = stream.high_watermark();
-        let (base, bytes) = match cursor {
-            None => (0, Vec::new()),
-            Some(c) if c >= hw => {
-                if !stream.wait_for_data(c, HEARTBEAT).await {
-                    (c, Vec::new())
-                } else {
-                    continue;
-                }
-            }
-            Some(c) => match stream.read(c, REPLICATE_BYTES).await {
-                Ok(out) => (c, out.batches),
-                Err(e) => {
-                    *f.last_error.borrow_mut() = Some(format!("leader cannot read offset {c} for it: {e}"));
-                    tracing::warn!(stream = %stream.name, follower = %f.id.short(), error = %e, "cannot read data a follower needs");
-                    glommio::timer::sleep(Duration::from_secs(1)).await;
-                    continue;
+    let chunk = replicate_bytes(&cluster);
+    'connection: while !r.stopped.get() && !cluster.closing.get() {
+        // Learn where the follower is.
+        let mut cursor = match push(&cluster, &stream, &peer, 0, Vec::new()).await.1 {
+            Ok(Response::Replicate { next_offset }) => match r.follower_answered(&f, next_offset, 0) {
+                Some(c) => c,
+                None => {
+                    glommio::timer::sleep(Duration::from_secs(5)).await;
+                    continue 'connection;
                 }
             },
+            other => {
+                r.follower_failed(&f, other);
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue 'connection;
+            }
         };
+        backoff = Duration::from_millis(100);
+        let mut sent = cursor;
+        let mut in_flight: std::collections::VecDeque<Push> = std::collections::VecDeque::new();
+        while !r.stopped.get() && !cluster.closing.get() {
+            // Fill the window with what is durable here and not yet sent.
+            while in_flight.len() < PUSH_DEPTH && sent < stream.high_watermark() {
+                let bytes = match stream.read(sent, chunk).await {
+                    Ok(out) => out.batches,
+                    Err(e) => {
+                        *f.last_error.borrow_mut() = Some(format!("leader cannot read offset {sent} for it: {e}"));
+                        tracing::warn!(stream = %stream.name, follower = %f.id.short(), error = %e, "cannot read data a follower needs");
+                        break;
+                    }
+                };
+                let Some(end) =
+                    ddc_formats::batch::batches(&bytes).filter_map(Result::ok).last().map(|b| b.header.next_offset())
+                else {
+                    break;
+                };
+                in_flight.push_back(push(&cluster, &stream, &peer, sent, bytes));
+                sent = end;
+            }
+            let Some(oldest) = in_flight.pop_front() else {
+                // Idle: wait for data, or probe the follower now and then.
+                if !stream.wait_for_data(sent, HEARTBEAT).await {
+                    in_flight.push_back(push(&cluster, &stream, &peer, sent, Vec::new()));
+                }
+                continue;
+            };
+            let (hw_sent, outcome) = oldest.await;
+            match outcome {
+                Ok(Response::Replicate { next_offset }) => match r.follower_answered(&f, next_offset, hw_sent) {
+                    Some(c) => {
+                        cursor = c;
+                        if cursor < sent && in_flight.is_empty() {
+                            sent = cursor; // the follower fell behind what was sent: resend from where it is
+                        }
+                    }
+                    None => {
+                        glommio::timer::sleep(Duration::from_secs(5)).await;
+                        continue 'connection;
+                    }
+                },
+                other => {
+                    r.follower_failed(&f, other);
+                    glommio::timer::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue 'connection;
+                }
+            }
+        }
+    }
+}
+
+/// Largest batches payload of one Replicate: it must fit in the follower's
+/// frame with room for the envelope.
+fn replicate_bytes(cluster: &ClusterCore) -> u32 {
+    REPLICATE_BYTES.min(cluster.frame_bytes_max.saturating_sub(REPLICATE_OVERHEAD_BYTES)).max(1)
+}
+
+/// Send one Replicate; resolves to the leader's high watermark when it was sent and the outcome.
+fn push(
+    cluster: &Rc<ClusterCore>,
+    stream: &Rc<Stream<DmaStorage>>,
+    peer: &Rc<Peer>,
+    base: u64,
+    bytes: Vec<u8>,
+) -> Push {
+    let (cluster, stream, peer) = (cluster.clone(), stream.clone(), peer.clone());
+    // A task, so it is sent now and runs while later ones are prepared.
+    glommio::spawn_local(async move {
         let hw_sent = stream.high_watermark().max(base);
         let coded_offset = super::shards::coded_offset(&cluster, &stream);
+        let leader = cluster.me.0;
         let request = Request::Replicate {
             stream: &stream.name,
             base_offset: base,
@@ -256,53 +368,47 @@ async fn push_to_follower(cluster: Rc<ClusterCore>, r: Rc<Replicator>, f: Rc<Fol
             leader: &leader,
             coded_offset,
         };
-        tracing::debug!(stream = %stream.name, follower = %f.id.short(), base, bytes = bytes.len(), "replicating");
-        let outcome = peer.call(&request, false, cluster.peer_timeout()).await;
-        tracing::debug!(stream = %stream.name, follower = %f.id.short(), ?outcome, "replicated");
-        match outcome {
-            Ok(Response::Replicate { next_offset }) => {
-                backoff = Duration::from_millis(100);
-                f.connected.set(true);
-                *f.last_error.borrow_mut() = None;
-                if next_offset > stream.next_offset() {
-                    r.behind.set(Some((f.id, next_offset)));
-                    f.connected.set(false);
-                    tracing::error!(stream = %stream.name, follower = %f.id.short(), next_offset, leader_next = stream.next_offset(),
-                        "follower holds more than this leader: refusing writes to the stream");
-                    glommio::timer::sleep(Duration::from_secs(5)).await;
-                    cursor = None;
-                } else {
-                    f.acked.set(Some(next_offset));
-                    if next_offset >= hw_sent {
-                        f.caught_up_at.set(Some(Instant::now()));
-                    }
-                    cursor = Some(next_offset);
-                }
-            }
-            Ok(other) => {
-                let reason = match other {
-                    Response::Error { code, message } => format!("{code:?}: {message}"),
-                    other => format!("unexpected answer {other:?}"),
-                };
-                tracing::warn!(stream = %stream.name, follower = %f.id.short(), %reason, "follower refused replication");
-                *f.last_error.borrow_mut() = Some(reason);
-                f.connected.set(false);
-                cursor = None;
-                glommio::timer::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => {
-                if f.connected.replace(false) {
-                    tracing::warn!(stream = %stream.name, follower = %f.id.short(), error = %e, "follower lost");
-                }
-                *f.last_error.borrow_mut() = Some(e.to_string());
-                cursor = None;
-                r.changed.notify();
-                glommio::timer::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+        tracing::trace!(stream = %stream.name, follower = %peer.id.short(), base, bytes = bytes.len(), "replicating");
+        (hw_sent, peer.call(&request, false, cluster.peer_timeout()).await)
+    })
+}
+
+impl Replicator {
+    /// A follower reported its next offset. Returns where to continue, or
+    /// None when the follower holds more than this leader (writes are then refused).
+    fn follower_answered(&self, f: &Follower, next_offset: u64, hw_sent: u64) -> Option<u64> {
+        *f.last_error.borrow_mut() = None;
+        f.heard.set(true);
+        if next_offset > self.stream.next_offset() {
+            self.behind.set(Some((f.id, next_offset)));
+            f.connected.set(false);
+            tracing::error!(stream = %self.stream.name, follower = %f.id.short(), next_offset, leader_next = self.stream.next_offset(),
+                "follower holds more than this leader: refusing writes to the stream");
+            self.notify();
+            return None;
         }
-        r.changed.notify();
+        f.connected.set(true);
+        f.acked.set(Some(next_offset));
+        if next_offset >= hw_sent {
+            f.caught_up_at.set(Some(Instant::now()));
+        }
+        self.notify();
+        Some(next_offset)
+    }
+
+    fn follower_failed(&self, f: &Follower, outcome: Result<Response, PeerError>) {
+        let reason = match outcome {
+            Ok(Response::Error { code, message }) => format!("{code:?}: {message}"),
+            Ok(other) => format!("unexpected answer {other:?}"),
+            Err(e) => e.to_string(),
+        };
+        if f.connected.replace(false) {
+            tracing::warn!(stream = %self.stream.name, follower = %f.id.short(), %reason, "follower out of sync");
+        }
+        *f.last_error.borrow_mut() = Some(reason);
+        // Until it answers again nothing is known about what it holds.
+        f.acked.set(None);
+        self.notify();
     }
 }
 
@@ -317,6 +423,14 @@ pub async fn produce(
 ) -> Response {
     if let Err(e) = ddc_formats::batch::validate_records(records, record_count) {
         return engine_error(&EngineError::InvalidRecords(e.to_string()));
+    }
+    let need = records.len() + ddc_formats::batch::BATCH_HEADER_BYTES;
+    if need > cluster.frame_bytes_max.saturating_sub(REPLICATE_OVERHEAD_BYTES) as usize {
+        return engine_error(&EngineError::InvalidRecords(format!(
+            "a batch of {need} bytes cannot be replicated: in a cluster a batch must leave {REPLICATE_OVERHEAD_BYTES} bytes \
+             of a frame (server.frame_bytes_max {}) for the replication envelope",
+            cluster.frame_bytes_max
+        )));
     }
     let stream = match state.engine.stream_or_create(name) {
         Ok((s, _)) => s,
@@ -359,6 +473,11 @@ pub async fn apply(
     if expected == cluster.me {
         return error_response(ErrorCode::BadRequest, format!("this node leads stream {name:?}"));
     }
+    if bytes.is_empty() && matches!(state.engine.stream(name), Err(EngineError::UnknownStream(_))) {
+        // A probe: answer without creating the stream (an empty copy would
+        // look like a caught-up one to readers).
+        return Response::Replicate { next_offset: 0 };
+    }
     let stream = match state.engine.stream_or_create(name) {
         Ok((s, _)) => s,
         Err(e) => return engine_error(&e),
@@ -386,6 +505,11 @@ pub async fn apply(
         if let Err(e) = result {
             return engine_error(&e);
         }
+    }
+    if coded_offset > 0 {
+        let mut hints = cluster.coded_hint.borrow_mut();
+        let hint = hints.entry(name.to_owned()).or_insert(0);
+        *hint = (*hint).max(coded_offset);
     }
     if coded_offset > 0 && cluster.settings.replica_retention == ReplicaRetention::Leader {
         match stream.drop_sealed_below(coded_offset).await {

@@ -124,6 +124,9 @@ impl ShardStore {
 
     /// A shard's header bytes and body, verified. A damaged shard is remembered as such.
     pub async fn get(&self, stream: &str, base: u64, index: u8) -> Result<(Vec<u8>, Vec<u8>), Response> {
+        if let Err(e) = ddc_formats::name::validate_stream_name(stream) {
+            return Err(error_response(ErrorCode::InvalidStreamName, e.to_string()));
+        }
         let path = self.path(stream, base, index);
         let result = async {
             let file = self.storage.open_file(&path).await.map_err(|e| (ErrorCode::NotFound, e.to_string()))?;
@@ -306,7 +309,8 @@ async fn code_segment(
     let (manifest, bytes) = stream.read_sealed(base).await.map_err(|e| e.to_string())?;
     let (name, next, root) = (stream.name.clone(), manifest.next_offset, manifest.root);
     // Coding is CPU work of tens of milliseconds per segment: off the reactor.
-    let shards = off_reactor(cluster, move |code| {
+    let params = (cluster.code.k(), cluster.code.n(), cluster.code.stripe_bytes());
+    let shards = off_reactor(params, move |code| {
         code.encode_with_hashes(&name, base, next, &bytes, root).map_err(|e| e.to_string())
     })
     .await?;
@@ -342,10 +346,9 @@ async fn code_segment(
 /// Run coding work on glommio's blocking thread pool, so the core keeps
 /// serving while a segment is encoded or rebuilt.
 async fn off_reactor<R: Send + 'static>(
-    cluster: &ClusterCore,
+    (k, n, stripe): (u8, u8, u32),
     work: impl FnOnce(&Code) -> Result<R, String> + Send + 'static,
 ) -> Result<R, String> {
-    let (k, n, stripe) = (cluster.code.k(), cluster.code.n(), cluster.code.stripe_bytes());
     glommio::executor()
         .spawn_blocking(move || {
             let code = Code::new(k, n, stripe).map_err(|e| e.to_string())?;
@@ -390,17 +393,28 @@ async fn directory(cluster: &ClusterCore, stream: &str, verify: bool) -> (BTreeM
             Err(e) => unreachable.push(e.to_string()),
         }
     }
-    let mut out: BTreeMap<u64, SegmentShards> = BTreeMap::new();
+    // Group by segment and root; a segment's root is the one most holders
+    // report (a damaged or lying header cannot steer the rebuild).
+    let mut groups: BTreeMap<(u64, [u8; 32]), SegmentShards> = BTreeMap::new();
     for (id, entries) in listings {
         for e in entries {
             let Ok(h) = ShardHeader::decode(&e.header) else { continue };
             if h.stream != stream {
                 continue;
             }
-            let slot =
-                out.entry(h.base_offset).or_insert_with(|| SegmentShards { header: h.clone(), holders: Vec::new() });
-            if slot.header.segment_root == h.segment_root {
-                slot.holders.push((id, h.index, e.healthy));
+            groups
+                .entry((h.base_offset, h.segment_root))
+                .or_insert_with(|| SegmentShards { header: h.clone(), holders: Vec::new() })
+                .holders
+                .push((id, h.index, e.healthy));
+        }
+    }
+    let mut out: BTreeMap<u64, SegmentShards> = BTreeMap::new();
+    for ((base, _), group) in groups {
+        match out.get(&base) {
+            Some(best) if best.holders.len() >= group.holders.len() => {}
+            _ => {
+                out.insert(base, group);
             }
         }
     }
@@ -469,8 +483,10 @@ async fn rebuild_segment(cluster: &ClusterCore, seg: &SegmentShards) -> Result<V
         ));
     }
     let root = seg.header.segment_root;
+    // The code the segment was written with, from its shards (the cluster's may have changed since).
+    let params = (seg.header.k, seg.header.n, seg.header.stripe_bytes);
     let assembled =
-        off_reactor(cluster, move |code| code.assemble_verified(root, &got).map_err(|e| e.to_string())).await?;
+        off_reactor(params, move |code| code.assemble_verified(root, &got).map_err(|e| e.to_string())).await?;
     Ok(assembled.segment)
 }
 
@@ -497,6 +513,9 @@ pub async fn fetch_from_shards(
             let start = dir.keys().next().copied().unwrap_or(0);
             let Some(seg) = dir.range(..=offset).next_back().map(|(_, s)| s).filter(|s| offset < s.header.next_offset)
             else {
+                if dir.is_empty() && local_hw == 0 && unreachable.is_empty() {
+                    return error_response(ErrorCode::UnknownStream, format!("stream {stream:?} does not exist"));
+                }
                 if dir.is_empty() && local_hw == 0 {
                     return error_response(
                         ErrorCode::Unavailable,
@@ -626,38 +645,25 @@ async fn rebuild_shard(
     index: u8,
     holder: NodeId,
 ) -> Result<u64, String> {
-    // The leader's own sealed copy, if it still has it, is the cheapest source.
-    let k = usize::from(seg.header.k);
-    let mut shards: Vec<Option<Vec<u8>>> = vec![None; usize::from(seg.header.n)];
-    let mut have = 0;
-    let mut errors = Vec::new();
-    let mut candidates: Vec<_> = seg.holders.iter().filter(|(_, i, ok)| *ok && *i != index).cloned().collect();
-    candidates.sort_by_key(|(_, i, _)| *i);
-    for (h, i, _) in candidates {
-        if have >= k {
-            break;
-        }
-        if shards[usize::from(i)].is_some() {
-            continue;
-        }
-        match fetch_shard(cluster, h, &seg.header.stream, seg.header.base_offset, i).await {
-            Ok((hdr, body)) if hdr.segment_root == seg.header.segment_root => {
-                shards[usize::from(i)] = Some(body);
-                have += 1;
-            }
-            Ok(_) => errors.push(format!("shard {i} on {} is of another segment", h.short())),
-            Err(e) => errors.push(e),
-        }
+    if usize::from(seg.header.n) != cluster.membership.shard_holders(&seg.header.stream, seg.header.base_offset).len() {
+        return Err(format!(
+            "coded with n = {} but the cluster now has erasure_coding_total = {}; not rebuilt",
+            seg.header.n, cluster.membership.erasure_coding_total
+        ));
     }
-    if have < k {
-        return Err(format!("only {have} healthy shards of the {k} needed are reachable{}", join_errors(&errors)));
-    }
-    let body =
-        off_reactor(cluster, move |code| code.reconstruct_shard(&shards, index).map_err(|e| e.to_string())).await?;
-    let mut header = seg.header.clone();
-    header.index = index;
-    header.body_hash = *blake3::hash(&body).as_bytes();
-    header.verify_body(&body).map_err(|e| e.to_string())?;
+    // Rebuild the whole segment from k verified shards and check its root,
+    // then encode it again: the new shard is right by construction, not
+    // merely consistent with itself.
+    let segment = rebuild_segment(cluster, seg).await?;
+    let h = seg.header.clone();
+    let params = (h.k, h.n, h.stripe_bytes);
+    let (header, body) = off_reactor(params, move |code| {
+        let mut shards = code
+            .encode_with_hashes(&h.stream, h.base_offset, h.next_offset, &segment, h.segment_root)
+            .map_err(|e| e.to_string())?;
+        Ok(shards.swap_remove(usize::from(index)))
+    })
+    .await?;
     place_shard(state, cluster, holder, &header.encode(), &body).await?;
     Ok(body.len() as u64)
 }
