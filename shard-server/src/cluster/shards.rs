@@ -598,15 +598,20 @@ pub async fn repair_pass(state: &CoreState, cluster: &ClusterCore, only: Option<
         report.errors.push("shutting down".into());
         return report;
     };
-    let mut streams: Vec<String> = state.engine.list();
-    streams.extend(cluster.placed.borrow().keys().cloned());
-    streams.extend(cluster.store.streams(None).await);
+    // The streams this node knows of (its logs, placement records, shards), or
+    // the one named even if it knows nothing of it (a replaced leader).
+    let mut streams: Vec<String> = match only {
+        Some(name) => vec![name.to_owned()],
+        None => {
+            let mut all = state.engine.list();
+            all.extend(cluster.placed.borrow().keys().cloned());
+            all.extend(cluster.store.streams(None).await);
+            all
+        }
+    };
     streams.sort();
     streams.dedup();
     streams.retain(|s| owner_core(s, state.engine.cores()) == state.engine.core() && cluster.leads(s));
-    if let Some(only) = only {
-        streams.retain(|s| s == only);
-    }
     for stream in streams {
         let (dir, _unreachable) = directory(cluster, &stream, verify).await;
         for (base, seg) in &dir {
