@@ -272,18 +272,14 @@ async fn push_to_follower(cluster: Rc<ClusterCore>, r: Rc<Replicator>, f: Rc<Fol
     let chunk = replicate_bytes(&cluster);
     'connection: while !r.stopped.get() && !cluster.closing.get() {
         // Learn where the follower is.
-        let mut cursor = match push(&cluster, &stream, &peer, 0, Vec::new()).await.1 {
-            Ok(Response::Replicate { next_offset }) => match r.follower_answered(&f, next_offset, 0) {
-                Some(c) => c,
-                None => {
-                    glommio::timer::sleep(Duration::from_secs(5)).await;
-                    continue 'connection;
-                }
-            },
-            other => {
-                r.follower_failed(&f, other);
-                glommio::timer::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+        let mut cursor = match r.answer(&f, push(&cluster, &stream, &peer, 0, Vec::new()).await) {
+            Answer::At(c) => c,
+            Answer::Behind => {
+                glommio::timer::sleep(BEHIND_RETRY).await;
+                continue 'connection;
+            }
+            Answer::Failed => {
+                back_off(&mut backoff).await;
                 continue 'connection;
             }
         };
@@ -316,24 +312,19 @@ async fn push_to_follower(cluster: Rc<ClusterCore>, r: Rc<Replicator>, f: Rc<Fol
                 }
                 continue;
             };
-            let (hw_sent, outcome) = oldest.await;
-            match outcome {
-                Ok(Response::Replicate { next_offset }) => match r.follower_answered(&f, next_offset, hw_sent) {
-                    Some(c) => {
-                        cursor = c;
-                        if cursor < sent && in_flight.is_empty() {
-                            sent = cursor; // the follower fell behind what was sent: resend from where it is
-                        }
+            match r.answer(&f, oldest.await) {
+                Answer::At(c) => {
+                    cursor = c;
+                    if cursor < sent && in_flight.is_empty() {
+                        sent = cursor; // the follower fell behind what was sent: resend from where it is
                     }
-                    None => {
-                        glommio::timer::sleep(Duration::from_secs(5)).await;
-                        continue 'connection;
-                    }
-                },
-                other => {
-                    r.follower_failed(&f, other);
-                    glommio::timer::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Answer::Behind => {
+                    glommio::timer::sleep(BEHIND_RETRY).await;
+                    continue 'connection;
+                }
+                Answer::Failed => {
+                    back_off(&mut backoff).await;
                     continue 'connection;
                 }
             }
@@ -373,7 +364,39 @@ fn push(
     })
 }
 
+/// What a follower's answer means for its push loop.
+enum Answer {
+    /// Continue from this offset.
+    At(u64),
+    /// It holds more than this leader: stop for a while.
+    Behind,
+    /// No usable answer: reconnect after a back-off.
+    Failed,
+}
+
+/// How long a leader that is behind a follower waits before asking again.
+const BEHIND_RETRY: Duration = Duration::from_secs(5);
+
+async fn back_off(backoff: &mut Duration) {
+    glommio::timer::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(2));
+}
+
 impl Replicator {
+    /// Record a push's outcome (the leader's high watermark when it was sent, and the answer).
+    fn answer(&self, f: &Follower, (hw_sent, outcome): (u64, Result<Response, PeerError>)) -> Answer {
+        match outcome {
+            Ok(Response::Replicate { next_offset }) => match self.follower_answered(f, next_offset, hw_sent) {
+                Some(c) => Answer::At(c),
+                None => Answer::Behind,
+            },
+            other => {
+                self.follower_failed(f, other);
+                Answer::Failed
+            }
+        }
+    }
+
     /// A follower reported its next offset. Returns where to continue, or
     /// None when the follower holds more than this leader (writes are then refused).
     fn follower_answered(&self, f: &Follower, next_offset: u64, hw_sent: u64) -> Option<u64> {
