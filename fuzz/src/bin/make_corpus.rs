@@ -13,6 +13,7 @@ use ddc_formats::batch::{encode_records, BatchHeader};
 use ddc_formats::frame::{encode_frame_into, FRAME_HEADER_BYTES};
 use ddc_formats::message::{encode_request_frame, encode_response_frame, Request, Response, SegmentInfo, StreamInfo};
 use ddc_formats::segment::{encode_index, IndexEntry, SealManifest, SegmentHeader};
+use ddc_formats::shard::ShardHeader;
 use ddc_formats::wire::{AckLevel, ErrorCode};
 use flatbuffers::FlatBufferBuilder;
 
@@ -132,6 +133,26 @@ fn main() {
             IndexEntry { offset: 250, position: 20000 },
         ]),
     );
+
+    // --- shard headers, with and without a matching body --------------------
+    let body = vec![7u8; 1024];
+    let shard = ShardHeader {
+        stream: "orders".into(),
+        base_offset: 0,
+        next_offset: 2,
+        segment_bytes: 130,
+        segment_root: [0xb2; 32],
+        k: 4,
+        n: 6,
+        index: 4,
+        stripe_bytes: 1024,
+        body_bytes: 1024,
+        body_hash: *blake3::hash(&body).as_bytes(),
+    };
+    let mut with_body = shard.encode().to_vec();
+    with_body.extend_from_slice(&body);
+    put("shard_header", "header", &shard.encode());
+    put("shard_header", "header-and-body", &with_body);
 
     println!("wrote {written} seed files under {}", root.display());
 }
