@@ -33,6 +33,7 @@ fn main() {
 
     // --- request / response payloads (unframed) and whole frames -----------
     let records = encode_records([b"hello".as_slice(), b"".as_slice(), b"world!".as_slice()]);
+    let run0 = batch_run(&[(0, &[b"a", b"bb"])]);
     let requests = [
         ("produce", Request::Produce { stream: "orders", records: &records, record_count: 3, ack: AckLevel::Durable }),
         (
@@ -44,6 +45,15 @@ fn main() {
         ("list", Request::ListStreams),
         ("info", Request::StreamInfo { stream: "orders" }),
         ("ping", Request::Ping { nonce: 0x0123_4567_89ab_cdef }),
+        ("seal", Request::Seal { stream: "orders" }),
+        (
+            "replicate",
+            Request::Replicate { stream: "orders", base_offset: 0, batches: &run0, leader: &[9; 32], coded_offset: 0 },
+        ),
+        ("put-shard", Request::PutShard { header: &[1; 512], body: &[2; 64] }),
+        ("get-shard", Request::GetShard { stream: "orders", base_offset: 0, index: 3 }),
+        ("list-shards", Request::ListShards { stream: None, verify: true }),
+        ("repair", Request::Repair { stream: Some("orders") }),
     ];
     let run = batch_run(&[(0, &[b"a", b"bb"]), (2, &[b"ccc"])]);
     let responses = [
@@ -69,6 +79,30 @@ fn main() {
         ),
         ("ping", Response::Ping { nonce: 9, server_version: "0.1.0".into() }),
         ("error", Response::Error { code: ErrorCode::UnknownStream, message: "no such stream".into() }),
+        ("seal", Response::Seal { sealed_base_offset: Some(0) }),
+        ("replicate", Response::Replicate { next_offset: 3 }),
+        ("put-shard", Response::PutShard),
+        ("get-shard", Response::GetShard { header: vec![1; 512], body: vec![2; 64] }),
+        (
+            "list-shards",
+            Response::ListShards {
+                shards: vec![ddc_formats::message::ShardEntry {
+                    header: vec![1; 512],
+                    healthy: false,
+                    detail: "bitrot".into(),
+                }],
+            },
+        ),
+        (
+            "repair",
+            Response::Repair(ddc_formats::message::RepairReport {
+                segments_checked: 2,
+                shards_missing: 1,
+                shards_corrupt: 0,
+                shards_rebuilt: 1,
+                errors: vec!["x".into()],
+            }),
+        ),
     ];
 
     let mut fbb = FlatBufferBuilder::new();
