@@ -413,6 +413,12 @@ fn connect(server: &str) -> anyhow::Result<Client> {
 }
 
 fn main() {
+    // Behave like other Unix tools when the reader goes away (`ddc consume s | head`):
+    // die quietly of SIGPIPE instead of panicking in println!.
+    // SAFETY: restoring the default disposition of a signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(code) => code,
