@@ -65,7 +65,17 @@ pub struct Client {
 
 impl Client {
     pub fn connect<A: ToSocketAddrs>(addr: A) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(addr)?;
+        Client::from_stream(TcpStream::connect(addr)?)
+    }
+
+    /// Connect, giving up after `timeout` (an unreachable address otherwise
+    /// blocks for the kernel's SYN retries, minutes).
+    pub fn connect_timeout(addr: &std::net::SocketAddr, timeout: Duration) -> Result<Client, ClientError> {
+        Client::from_stream(TcpStream::connect_timeout(addr, timeout)?)
+    }
+
+    /// A client over an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> Result<Client, ClientError> {
         stream.set_nodelay(true)?;
         Ok(Client {
             stream,

@@ -16,7 +16,7 @@
 //! connect timeout, so [`connect`] first probes the address with one.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -115,15 +115,13 @@ impl Cluster {
 /// returned client time out after `read_timeout` (`None`: never).
 ///
 /// [`Client::connect`] has no timeout of its own (a black-holed address
-/// would hang it for minutes), so the address is probed first with
-/// [`TcpStream::connect_timeout`].
+/// would hang it for minutes), so this uses [`Client::connect_timeout`].
 pub fn connect(
     address: SocketAddr,
     connect_timeout: Duration,
     read_timeout: Option<Duration>,
 ) -> Result<Client, ClientError> {
-    drop(TcpStream::connect_timeout(&address, connect_timeout)?);
-    let client = Client::connect(address)?;
+    let client = Client::connect_timeout(&address, connect_timeout)?;
     client.set_read_timeout(read_timeout)?;
     Ok(client)
 }
