@@ -98,6 +98,20 @@ enum Command {
     /// Example: ddc --server 127.0.0.1:7401 ping
     #[command(verbatim_doc_comment)]
     Ping,
+    /// Create an account key (ed25519, mode 0600) and print its SS58 address (prefix 54, Cere).
+    ///
+    /// Never overwrites an existing file. With --show, print the address of an existing key file.
+    ///
+    /// Examples:
+    ///   ddc keygen ~/.ddc/me.key
+    ///   ddc keygen ~/.ddc/me.key --show
+    #[command(verbatim_doc_comment)]
+    Keygen {
+        key_file: PathBuf,
+        /// Print the account of an existing key file instead of creating one.
+        #[arg(long)]
+        show: bool,
+    },
     /// Seal a stream's open segment now (if it holds records); prints the sealed base offset.
     ///
     /// The node seals, and in a cluster then erasure-codes, the segment as if it had reached
@@ -678,6 +692,18 @@ fn run_client(server: &str, command: Command) -> anyhow::Result<()> {
                     );
                 }
             }
+            Ok(())
+        }
+        Command::Keygen { key_file, show } => {
+            let key = if show {
+                ddc_auth::account::Keypair::read(&key_file)?
+            } else {
+                let key = ddc_auth::account::Keypair::generate();
+                key.write_new(&key_file)?;
+                eprintln!("wrote {} (mode 0600)", key_file.display());
+                key
+            };
+            println!("{}", key.account());
             Ok(())
         }
         Command::Ping => {
