@@ -10,3 +10,4 @@
 pub mod account;
 pub mod encryption;
 pub mod grant;
+pub mod handshake;
