@@ -176,6 +176,9 @@ async fn serve(state: &CoreState, request: &Request<'_>) -> Result<Response, Eng
         Request::Ping { nonce } => Response::Ping { nonce, server_version: env!("CARGO_PKG_VERSION").to_owned() },
         Request::Seal { stream } => {
             let stream = engine.stream(stream)?;
+            if let Some(reason) = stream.fenced_reason() {
+                return Err(EngineError::WritesFenced { stream: stream.name.clone(), reason, storage_full: false });
+            }
             let info = stream.info(engine.core() as u16);
             let active = info.segments.last().filter(|s| !s.sealed && stream.next_offset() > s.base_offset);
             let sealed_base_offset = active.map(|s| s.base_offset);

@@ -84,7 +84,11 @@ impl ClusterSetup {
 pub struct ClusterCore {
     pub membership: Rc<Membership>,
     pub me: NodeId,
+    /// Connections for the cluster's own traffic (replication, shards, repair).
     pub peers: Peers,
+    /// Separate connections for client requests passed on to other nodes, so
+    /// long-polling fetches cannot take the in-flight slots replication needs.
+    pub forward_peers: Peers,
     pub settings: ClusterSection,
     /// `server.frame_bytes_max`: node-to-node messages must fit in the peer's frames.
     pub frame_bytes_max: u32,
@@ -117,7 +121,8 @@ impl ClusterCore {
     ) -> anyhow::Result<ClusterCore> {
         let m = &setup.membership;
         let code = Code::new(m.erasure_coding_required, m.erasure_coding_total, STRIPE_BYTES_DEFAULT)?;
-        let peers = Peers::new(m.nodes.iter().filter(|n| n.id != setup.me).map(|n| (n.id, n.address)));
+        let others = || m.nodes.iter().filter(|n| n.id != setup.me).map(|n| (n.id, n.address));
+        let (peers, forward_peers) = (Peers::new(others()), Peers::new(others()));
         let store = ShardStore::new(config.data_dir.join("shards"), core, cores);
         store.load().await?;
         let placement_dir = config.data_dir.join("placement");
@@ -126,6 +131,7 @@ impl ClusterCore {
             membership: Rc::new(m.clone()),
             me: setup.me,
             peers,
+            forward_peers,
             settings: config.cluster.clone(),
             frame_bytes_max: config.server.frame_bytes_max,
             code,
@@ -177,7 +183,7 @@ pub async fn route(cluster: &ClusterCore, request: &Request<'_>, forwarded: bool
             if leader == cluster.me {
                 return None;
             }
-            let peer = cluster.peers.get(&leader)?;
+            let peer = cluster.forward_peers.get(&leader)?;
             Some(match peer.call(request, true, cluster.peer_timeout()).await {
                 Ok(r) => r,
                 Err(e) => unavailable(
@@ -198,7 +204,7 @@ pub async fn route(cluster: &ClusterCore, request: &Request<'_>, forwarded: bool
                 if *node == cluster.me {
                     return None;
                 }
-                let Some(peer) = cluster.peers.get(node) else { continue };
+                let Some(peer) = cluster.forward_peers.get(node) else { continue };
                 if peer.recently_failed() {
                     continue;
                 }
