@@ -13,7 +13,7 @@ use std::fmt;
 use std::path::Path;
 
 use blake2::{Blake2b512, Digest};
-use ed25519_dalek::{Signer, Verifier};
+use ed25519_dalek::Signer;
 
 /// The Cere chain's SS58 address prefix.
 pub const SS58_PREFIX_CERE: u8 = 54;
@@ -84,10 +84,13 @@ impl Account {
         Account::from_ss58(text)
     }
 
-    /// Check `signature` by this account over `message`.
+    /// Check `signature` by this account over `message`, strictly: weak
+    /// (small-order) keys and non-canonical signatures are refused, so nobody
+    /// can sign for an account without its private key (the ordinary check
+    /// accepts `R = identity, S = 0` for every message under the identity key).
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
         let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.0) else { return false };
-        key.verify(message, &ed25519_dalek::Signature::from_bytes(signature)).is_ok()
+        key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature)).is_ok()
     }
 
     pub fn to_hex(&self) -> String {
@@ -207,6 +210,17 @@ mod tests {
         assert!(k.account().verify(b"hello", &sig));
         assert!(!k.account().verify(b"hellO", &sig));
         assert!(!Keypair::generate().account().verify(b"hello", &sig));
+    }
+
+    #[test]
+    fn the_identity_key_cannot_be_signed_for() {
+        // R = identity point, S = 0 passes the ordinary check under the identity
+        // public key for every message; the strict check refuses it.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        assert!(!Account(identity).verify(b"any message", &forged));
     }
 
     #[test]
