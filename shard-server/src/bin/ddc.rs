@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use ddc_auth::encryption::{decrypt_record, encrypt_record, BucketKey};
 use ddc_cluster::membership::NodeId;
 use ddc_formats::batch::push_record;
 use ddc_formats::client::Client;
@@ -19,6 +20,7 @@ use shard_server::cluster_cli::{self, local, repair, status, ClusterSource};
 ///
 /// Examples:
 ///   ddc produce orders < records.txt
+///   ddc bucket-key secrets.bucket-key && ddc produce secrets --key secrets.bucket-key < records.txt
 ///   ddc cluster up --nodes 3 --data-dir ./local-cluster
 ///   ddc cluster status --data-dir ./local-cluster
 ///
@@ -40,13 +42,21 @@ struct Cli {
 enum Command {
     /// Append records to a stream: one record per input line (stdin or --file).
     ///
-    /// Example: printf 'a\nb\n' | ddc produce orders
+    /// With --key, each record is encrypted with the bucket key before it leaves this process
+    /// (XChaCha20-Poly1305, bound to the stream name; docs/FORMATS.md): the node stores ciphertext.
+    ///
+    /// Examples:
+    ///   printf 'a\nb\n' | ddc produce orders
+    ///   ddc produce orders --key orders.bucket-key --file records.txt
     #[command(verbatim_doc_comment)]
     Produce {
         stream: String,
         /// Read records from this file instead of stdin.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Encrypt every record with this bucket key file (made by `ddc bucket-key`).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
         /// Records per request.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
@@ -56,11 +66,20 @@ enum Command {
     },
     /// Print records, one per line, from an offset.
     ///
-    /// Example: ddc consume orders --from 0 --count 10
-    ///          ddc consume orders --follow
+    /// With --key, each record is decrypted with the bucket key; a record that does not decrypt
+    /// (another key, another stream, changed bytes, not encrypted) stops the command with an error
+    /// naming its offset, exit code 1. Without --key, encrypted records print as the ciphertext.
+    ///
+    /// Examples:
+    ///   ddc consume orders --from 0 --count 10
+    ///   ddc consume orders --follow
+    ///   ddc consume orders --key orders.bucket-key
     #[command(verbatim_doc_comment)]
     Consume {
         stream: String,
+        /// Decrypt every record with this bucket key file.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
         /// First offset to print.
         #[arg(long, default_value_t = 0)]
         from: u64,
@@ -109,6 +128,22 @@ enum Command {
     Keygen {
         key_file: PathBuf,
         /// Print the account of an existing key file instead of creating one.
+        #[arg(long)]
+        show: bool,
+    },
+    /// Create a bucket key (32 random bytes, mode 0600) for encrypting records; print its key id.
+    ///
+    /// Never overwrites an existing file. Hand the file to the bucket's readers yourself (out of
+    /// band): nodes never see it. Every encrypted record names the id of its key, so a reader with
+    /// the wrong key is told which key it needs. With --show, print the id of an existing key file.
+    ///
+    /// Examples:
+    ///   ddc bucket-key ~/.ddc/orders.bucket-key
+    ///   ddc bucket-key ~/.ddc/orders.bucket-key --show
+    #[command(verbatim_doc_comment)]
+    BucketKey {
+        key_file: PathBuf,
+        /// Print the key id of an existing key file instead of creating one.
         #[arg(long)]
         show: bool,
     },
@@ -639,9 +674,13 @@ fn repair_cluster(source: ClusterSource, stream: Option<&str>, timeout: Option<D
 /// The single-node client commands.
 fn run_client(server: &str, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Produce { stream, file, batch, ack } => produce(server, &stream, file, batch.max(1), ack.into()),
-        Command::Consume { stream, from, count, follow, offsets } => {
-            consume(server, &stream, from, count, follow, offsets)
+        Command::Produce { stream, file, key, batch, ack } => {
+            let key = key.as_deref().map(BucketKey::read).transpose()?;
+            produce(server, &stream, file, key.as_ref(), batch.max(1), ack.into())
+        }
+        Command::Consume { stream, key, from, count, follow, offsets } => {
+            let key = key.as_deref().map(BucketKey::read).transpose()?;
+            consume(server, &stream, key.as_ref(), from, count, follow, offsets)
         }
         Command::Create { stream } => {
             let created = connect(server)?.create_stream(&stream)?;
@@ -704,6 +743,18 @@ fn run_client(server: &str, command: Command) -> anyhow::Result<()> {
                 key
             };
             println!("{}", key.account());
+            Ok(())
+        }
+        Command::BucketKey { key_file, show } => {
+            let key = if show {
+                BucketKey::read(&key_file)?
+            } else {
+                let key = BucketKey::generate();
+                key.write_new(&key_file)?;
+                eprintln!("wrote {} (mode 0600); give it to the bucket's readers out of band", key_file.display());
+                key
+            };
+            println!("{}", key.id());
             Ok(())
         }
         Command::Ping => {
@@ -771,8 +822,15 @@ fn hex(bytes: [u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Send batches of lines, keeping a few requests in flight.
-fn produce(server: &str, stream: &str, file: Option<PathBuf>, batch: usize, ack: AckLevel) -> anyhow::Result<()> {
+/// Send batches of lines (each encrypted first if there is a `key`), keeping a few requests in flight.
+fn produce(
+    server: &str,
+    stream: &str,
+    file: Option<PathBuf>,
+    key: Option<&BucketKey>,
+    batch: usize,
+    ack: AckLevel,
+) -> anyhow::Result<()> {
     let input: Box<dyn BufRead> = match &file {
         Some(path) => Box::new(std::io::BufReader::new(
             std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?,
@@ -793,7 +851,10 @@ fn produce(server: &str, stream: &str, file: Option<PathBuf>, batch: usize, ack:
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            push_record(&mut body, &line);
+            match key {
+                Some(key) => push_record(&mut body, &encrypt_record(key, stream, &line)),
+                None => push_record(&mut body, &line),
+            }
             count += 1;
         }
         if count > 0 && (count as usize >= batch || end_of_input) {
@@ -845,10 +906,12 @@ impl Tally {
     }
 }
 
-/// Print records from `from`, until `count` or the end (or forever with `follow`).
+/// Print records from `from`, until `count` or the end (or forever with `follow`), decrypting
+/// each one if there is a `key`.
 fn consume(
     server: &str,
     stream: &str,
+    key: Option<&BucketKey>,
     from: u64,
     count: Option<u64>,
     follow: bool,
@@ -877,10 +940,21 @@ fn consume(
             if count.is_some_and(|c| printed >= c) {
                 break;
             }
+            let decrypted = match key {
+                Some(key) => match decrypt_record(key, stream, record) {
+                    Ok(plaintext) => Some(plaintext),
+                    Err(e) => {
+                        // Whatever decrypted before this record still reaches the reader.
+                        out.flush()?;
+                        anyhow::bail!("record at offset {o} of {stream} does not decrypt: {e}");
+                    }
+                },
+                None => None,
+            };
             if offsets {
                 write!(out, "{o}\t")?;
             }
-            out.write_all(record)?;
+            out.write_all(decrypted.as_deref().unwrap_or(record))?;
             out.write_all(b"\n")?;
             printed += 1;
         }
