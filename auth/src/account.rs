@@ -141,29 +141,17 @@ impl Keypair {
 
     /// Write a new key file, mode 0600; never overwrites an existing file.
     pub fn write_new(&self, path: &Path) -> Result<(), AccountError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let err = |e: std::io::Error| AccountError::KeyFile { path: path.display().to_string(), reason: e.to_string() };
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
-        f.write_all(format!("{}\n", hex::encode(self.signing.to_bytes())).as_bytes()).map_err(err)?;
-        f.sync_all().map_err(err)
+        crate::key_file::write_new(path, &self.signing.to_bytes())
+            .map_err(|reason| AccountError::KeyFile { path: path.display().to_string(), reason })
     }
 
     /// Read a key file, refusing one that others can read.
     pub fn read(path: &Path) -> Result<Keypair, AccountError> {
-        use std::os::unix::fs::PermissionsExt;
-        let err = |reason: String| AccountError::KeyFile { path: path.display().to_string(), reason };
-        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(err(format!(
-                "mode {:o} lets others read the secret key; chmod 600 it",
-                meta.permissions().mode() & 0o777
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let bytes = hex::decode(text.trim()).map_err(|e| err(format!("not 64 hex digits: {e}")))?;
-        let seed = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| err("the seed is not 32 bytes".into()))?;
-        Ok(Keypair::from_seed(seed))
+        let mut seed = crate::key_file::read(path)
+            .map_err(|reason| AccountError::KeyFile { path: path.display().to_string(), reason })?;
+        let key = Keypair::from_seed(seed);
+        crate::key_file::wipe(&mut seed);
+        Ok(key)
     }
 }
 

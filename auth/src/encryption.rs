@@ -177,37 +177,13 @@ impl BucketKey {
 
     /// Write a new key file, mode 0600; never overwrites an existing file.
     pub fn write_new(&self, path: &Path) -> Result<(), EncryptionError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let err = |e: std::io::Error| key_file_error(path, e.to_string());
-        let mut text = hex::encode(self.bytes).into_bytes();
-        text.push(b'\n');
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
-        let written = f.write_all(&text).and_then(|()| f.sync_all());
-        wipe(&mut text);
-        written.map_err(err)
+        crate::key_file::write_new(path, &self.bytes).map_err(|reason| key_file_error(path, reason))
     }
 
     /// Read a key file, refusing one that others can read.
     pub fn read(path: &Path) -> Result<BucketKey, EncryptionError> {
-        use std::os::unix::fs::PermissionsExt;
-        let err = |reason: String| key_file_error(path, reason);
-        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(err(format!("mode {:o} lets others read the secret key; chmod 600 it", mode & 0o777)));
-        }
-        let mut text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let mut bytes = [0u8; KEY_BYTES];
-        let decoded = hex::decode_to_slice(text.trim_ascii(), &mut bytes);
-        wipe(&mut text);
-        match decoded {
-            Ok(()) => Ok(BucketKey::from_bytes(bytes)),
-            Err(_) => {
-                wipe(&mut bytes);
-                Err(err(format!("does not hold a bucket key ({} hex digits and a newline)", 2 * KEY_BYTES)))
-            }
-        }
+        let bytes = crate::key_file::read(path).map_err(|reason| key_file_error(path, reason))?;
+        Ok(BucketKey::from_bytes(bytes))
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
@@ -220,14 +196,7 @@ fn key_file_error(path: &Path, reason: String) -> EncryptionError {
     EncryptionError::KeyFile { path: path.display().to_string(), reason }
 }
 
-/// Overwrite secret bytes with zeros in a way the compiler may not elide as a dead store.
-fn wipe(bytes: &mut [u8]) {
-    for byte in bytes.iter_mut() {
-        // SAFETY: `byte` is a valid, aligned, exclusive reference to an initialized u8.
-        unsafe { std::ptr::write_volatile(byte, 0) };
-    }
-    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
-}
+use crate::key_file::wipe;
 
 /// The associated data of a record: domain, header, stream name. The stream name goes last,
 /// after fixed-length parts, so the concatenation is unambiguous.
@@ -454,7 +423,7 @@ mod tests {
             std::fs::write(&bad, &content).unwrap();
             std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
             let err = BucketKey::read(&bad).unwrap_err();
-            assert!(err.to_string().contains("does not hold a bucket key"), "{content:?}: {err}");
+            assert!(err.to_string().contains("does not hold a key"), "{content:?}: {err}");
         }
         assert!(BucketKey::read(&dir.path().join("missing")).is_err());
     }

@@ -11,3 +11,5 @@ pub mod account;
 pub mod encryption;
 pub mod grant;
 pub mod handshake;
+pub mod key_file;
+pub mod usage;

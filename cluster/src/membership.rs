@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use ddc_auth::account::Keypair;
 use serde::Deserialize;
 
 /// A node's ed25519 public key.
@@ -252,45 +253,28 @@ impl MembershipSource for TomlFile {
     }
 }
 
-/// A node's ed25519 key pair, kept in a file of 32 secret bytes (hex, mode 0600).
+/// A node's ed25519 key pair, kept in a key file like any account's (ddc_auth::key_file).
 pub struct NodeKey {
-    pub signing: ed25519_dalek::SigningKey,
+    pub keypair: Keypair,
 }
 
 impl NodeKey {
     pub fn generate() -> NodeKey {
-        NodeKey { signing: ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng) }
+        NodeKey { keypair: Keypair::generate() }
     }
 
     pub fn id(&self) -> NodeId {
-        NodeId(self.signing.verifying_key().to_bytes())
+        NodeId(self.keypair.account().0)
     }
 
-    /// The key file's text: the 32-byte secret seed in hex.
-    pub fn to_file_text(&self) -> String {
-        format!("{}\n", hex::encode(self.signing.to_bytes()))
-    }
-
-    pub fn from_file_text(text: &str) -> Result<NodeKey, MembershipError> {
-        let bytes = hex::decode(text.trim()).map_err(|e| MembershipError::Invalid(format!("node key: {e}")))?;
-        let seed = <[u8; 32]>::try_from(bytes.as_slice())
-            .map_err(|_| MembershipError::Invalid("node key is not 32 bytes".into()))?;
-        Ok(NodeKey { signing: ed25519_dalek::SigningKey::from_bytes(&seed) })
-    }
-
-    /// Write a new key file readable only by its owner; fails if it exists.
+    /// Write a new key file readable only by its owner (ddc_auth::key_file); fails if it exists.
     pub fn write_new(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-        f.write_all(self.to_file_text().as_bytes())?;
-        f.sync_all()
+        self.keypair.write_new(path).map_err(std::io::Error::other)
     }
 
+    /// Read a key file, refusing one that others can read.
     pub fn read(path: &Path) -> Result<NodeKey, MembershipError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|error| MembershipError::Read { path: path.to_owned(), error })?;
-        NodeKey::from_file_text(&text)
+        Ok(NodeKey { keypair: Keypair::read(path).map_err(|e| MembershipError::Invalid(e.to_string()))? })
     }
 }
 
