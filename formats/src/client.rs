@@ -4,21 +4,34 @@
 //! [`Client::fetch`], ...) send one request and wait for its response.
 //! Pipelining is explicit: [`Client::send`] returns the request id at once and
 //! [`Client::recv`] returns the next response, whichever request it answers.
+//!
+//! [`Client::connect_authenticated`] first runs the handshake of
+//! `ddc_auth::handshake` (ClientHello, NodeHello, ClientAuth, each the whole
+//! payload of one frame). From then on every frame, both ways, carries
+//! `message | 16-byte session tag` as its payload, and a frame whose tag does
+//! not verify closes the connection. Without an identity nothing changes:
+//! the frames are byte for byte those of an unauthenticated client.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use ddc_auth::account::{Account, Keypair};
+use ddc_auth::handshake::{ClientHandshake, HandshakeError, Session, NODE_HELLO_BYTES, TAG_BYTES};
 use flatbuffers::FlatBufferBuilder;
 
 use crate::batch::{batches, encode_records};
-use crate::frame::{FrameHeader, FRAME_HEADER_BYTES};
+use crate::frame::{encode_frame_into, encode_header, FrameHeader, FRAME_HEADER_BYTES};
 use crate::message::{decode_response, encode_request_frame, Request, Response, StreamInfo};
 use crate::wire::{AckLevel, ErrorCode};
 use crate::FormatError;
 
 /// Largest response frame the client accepts.
 pub const RESPONSE_BYTES_MAX: u32 = (64 << 20) + (1 << 20);
+
+/// Largest frame the client accepts while the handshake runs: a NodeHello
+/// or a short refusal.
+const HANDSHAKE_FRAME_BYTES_MAX: u32 = 64 << 10;
 
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +45,22 @@ pub enum ClientError {
     Server { code: ErrorCode, message: String },
     #[error("unexpected response: {0}")]
     Unexpected(String),
+    // No `#[from]`: that would also make the handshake error the source,
+    // and error chains would print it twice.
+    #[error("handshake: {0}")]
+    Handshake(HandshakeError),
+    /// A frame of an authenticated connection was altered, injected,
+    /// replayed or reordered; the client closed the connection.
+    #[error(
+        "frame {sequence} failed its session tag (altered, injected, replayed or out of order); connection closed"
+    )]
+    BadTag { sequence: u64 },
+}
+
+impl From<HandshakeError> for ClientError {
+    fn from(e: HandshakeError) -> ClientError {
+        ClientError::Handshake(e)
+    }
 }
 
 impl ClientError {
@@ -61,6 +90,10 @@ pub struct Client {
     out: Vec<u8>,
     next_request_id: u64,
     frame_bytes_max: u32,
+    /// Present once the handshake is done: every frame is tagged.
+    session: Option<Session>,
+    /// Tagged frames received and verified so far.
+    tagged_frames_received: u64,
 }
 
 impl Client {
@@ -85,7 +118,105 @@ impl Client {
             // A fetch response holds at least one whole batch, which may be as
             // large as the server's largest request frame (up to 64 MiB).
             frame_bytes_max: RESPONSE_BYTES_MAX,
+            session: None,
+            tagged_frames_received: 0,
         })
+    }
+
+    /// Connect and run the handshake as `me`; returns the client and the
+    /// node's account. With `expected_node`, any other node is refused.
+    /// `timeout` bounds the connect and each handshake read.
+    pub fn connect_authenticated(
+        addr: &SocketAddr,
+        timeout: Duration,
+        me: &Keypair,
+        expected_node: Option<&Account>,
+    ) -> Result<(Client, Account), ClientError> {
+        let mut client = Client::connect_timeout(addr, timeout)?;
+        client.stream.set_read_timeout(Some(timeout))?;
+        let node = client.handshake(me, expected_node)?;
+        client.stream.set_read_timeout(None)?;
+        Ok((client, node))
+    }
+
+    /// Whether frames on this connection carry session tags.
+    pub fn is_authenticated(&self) -> bool {
+        self.session.is_some()
+    }
+
+    fn handshake(&mut self, me: &Keypair, expected_node: Option<&Account>) -> Result<Account, ClientError> {
+        assert!(self.session.is_none() && self.next_request_id == 1, "the handshake opens a fresh connection");
+        let (state, hello) = ClientHandshake::start();
+        self.write_frame(&hello)?;
+        let node_hello = self.read_frame(HANDSHAKE_FRAME_BYTES_MAX)?;
+        if !(node_hello.len() == NODE_HELLO_BYTES && node_hello.starts_with(b"DDH2")) {
+            // A node that will not run the handshake says why in an ordinary response.
+            match decode_response(&node_hello) {
+                Ok((_, Response::Error { code, message })) => return Err(ClientError::Server { code, message }),
+                Ok((_, other)) => return Err(ClientError::Unexpected(format!("{other:?} instead of a NodeHello"))),
+                // Not a response either: `finish` names what was wrong with it.
+                Err(_) => {}
+            }
+        }
+        let (auth, node, session) = state.finish(&node_hello, me, expected_node)?;
+        self.write_frame(&auth)?;
+        // The node answers nothing; a refusal of the ClientAuth arrives as the first frame `recv` reads.
+        self.session = Some(session);
+        Ok(node)
+    }
+
+    fn write_frame(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        self.out.clear();
+        encode_frame_into(payload, &mut self.out);
+        Ok(self.stream.write_all(&self.out)?)
+    }
+
+    /// Read one frame and check its header and CRC; returns the payload.
+    fn read_frame(&mut self, payload_bytes_max: u32) -> Result<Vec<u8>, ClientError> {
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        self.stream.read_exact(&mut header)?;
+        let parsed = FrameHeader::decode(&header, payload_bytes_max)?;
+        let mut payload = vec![0u8; parsed.payload_len as usize];
+        self.stream.read_exact(&mut payload)?;
+        parsed.verify_payload(&header, &payload)?;
+        Ok(payload)
+    }
+
+    /// Check and strip the session tag at the end of `payload`. A frame that
+    /// fails closes the connection: the two sides' counters no longer agree.
+    fn open_tagged(&mut self, payload: &mut Vec<u8>) -> Result<(), ClientError> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(());
+        };
+        let sequence = self.tagged_frames_received;
+        let opened = match payload.len().checked_sub(TAG_BYTES) {
+            Some(message_bytes) => {
+                let mut tag = [0u8; TAG_BYTES];
+                tag.copy_from_slice(&payload[message_bytes..]);
+                session.open(&payload[..message_bytes], &tag).map(|()| message_bytes)
+            }
+            None => Err(HandshakeError::BadTag { sequence }),
+        };
+        match opened {
+            Ok(message_bytes) => {
+                payload.truncate(message_bytes);
+                self.tagged_frames_received += 1;
+                Ok(())
+            }
+            Err(e) => {
+                // A node that refuses the ClientAuth answers with an untagged
+                // error (request id 0) in place of the first tagged frame.
+                let refusal = match (sequence, decode_response(payload)) {
+                    (0, Ok((0, Response::Error { code, message }))) => Some(ClientError::Server { code, message }),
+                    _ => None,
+                };
+                let _ = self.stream.shutdown(Shutdown::Both);
+                Err(refusal.unwrap_or(match e {
+                    HandshakeError::BadTag { sequence } => ClientError::BadTag { sequence },
+                    other => ClientError::Handshake(other),
+                }))
+            }
+        }
     }
 
     /// Bound how long a blocking read may wait (None: forever).
@@ -99,6 +230,9 @@ impl Client {
         self.next_request_id += 1;
         self.out.clear();
         encode_request_frame(&mut self.fbb, id, request, &mut self.out);
+        if let Some(session) = self.session.as_mut() {
+            seal_frame(session, &mut self.out);
+        }
         self.stream.write_all(&self.out)?;
         Ok(id)
     }
@@ -110,12 +244,10 @@ impl Client {
 
     /// Receive the next response, whichever request it answers.
     pub fn recv(&mut self) -> Result<(u64, Response), ClientError> {
-        let mut header = [0u8; FRAME_HEADER_BYTES];
-        self.stream.read_exact(&mut header)?;
-        let parsed = FrameHeader::decode(&header, self.frame_bytes_max)?;
-        let mut payload = vec![0u8; parsed.payload_len as usize];
-        self.stream.read_exact(&mut payload)?;
-        parsed.verify_payload(&header, &payload)?;
+        let mut payload = self.read_frame(self.frame_bytes_max)?;
+        if self.session.is_some() {
+            self.open_tagged(&mut payload)?;
+        }
         Ok(decode_response(&payload)?)
     }
 
@@ -216,5 +348,187 @@ impl Client {
             Response::Ping { server_version, .. } => Ok(server_version),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
+    }
+}
+
+/// Append the session tag of the message in the whole frame `frame` and
+/// rewrite the header so its length and CRC cover message and tag.
+fn seal_frame(session: &mut Session, frame: &mut Vec<u8>) {
+    assert!(frame.len() >= FRAME_HEADER_BYTES);
+    let message_bytes = frame.len() - FRAME_HEADER_BYTES;
+    let tag = session.seal(&frame[FRAME_HEADER_BYTES..]);
+    frame.extend_from_slice(&tag);
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    encode_header(&frame[FRAME_HEADER_BYTES..], &mut header);
+    frame[..FRAME_HEADER_BYTES].copy_from_slice(&header);
+    assert_eq!(frame.len(), FRAME_HEADER_BYTES + message_bytes + TAG_BYTES);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::thread::JoinHandle;
+
+    use ddc_auth::handshake::NodeHandshake;
+
+    use super::*;
+    use crate::frame::decode_frame;
+    use crate::message::{decode_request, encode_response_frame};
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        stream.read_exact(&mut header).unwrap();
+        let parsed = FrameHeader::decode(&header, RESPONSE_BYTES_MAX).unwrap();
+        let mut payload = vec![0u8; parsed.payload_len as usize];
+        stream.read_exact(&mut payload).unwrap();
+        parsed.verify_payload(&header, &payload).unwrap();
+        payload
+    }
+
+    fn write_frame(stream: &mut TcpStream, payload: &[u8]) {
+        let mut out = Vec::new();
+        encode_frame_into(payload, &mut out);
+        stream.write_all(&out).unwrap();
+    }
+
+    /// The bytes of an untagged response message (no frame header).
+    fn response_message(request_id: u64, response: &Response) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_response_frame(&mut FlatBufferBuilder::new(), request_id, response, &mut out);
+        out.split_off(FRAME_HEADER_BYTES)
+    }
+
+    fn refusal(message: &str) -> Vec<u8> {
+        response_message(0, &Response::Error { code: ErrorCode::BadRequest, message: message.into() })
+    }
+
+    /// How the fake node behaves after the ClientHello.
+    #[derive(Clone, Copy)]
+    enum Node {
+        /// Answers `pings` tagged pings; with `tamper`, flips a bit of the first response's tag.
+        Serve { pings: usize, tamper: bool },
+        /// Has no identity: refuses the ClientHello with an untagged error.
+        NoIdentity,
+        /// Refuses the ClientAuth with an untagged error and closes.
+        RefuseAuth,
+        /// Sends its NodeHello and closes.
+        HelloOnly,
+    }
+
+    /// A node on a local port playing the server side of the wire convention.
+    fn fake_node(node: Keypair, client: Account, behaviour: Node) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let hello = read_frame(&mut stream);
+            if let Node::NoIdentity = behaviour {
+                write_frame(&mut stream, &refusal("this node has no identity"));
+                return;
+            }
+            let (state, node_hello) = NodeHandshake::answer(&hello, &node).unwrap();
+            write_frame(&mut stream, &node_hello);
+            if let Node::HelloOnly = behaviour {
+                return;
+            }
+            let (seen, mut session) = state.finish(&read_frame(&mut stream)).unwrap();
+            assert_eq!(seen, client);
+            let Node::Serve { pings, tamper } = behaviour else {
+                write_frame(&mut stream, &refusal("account not allowed"));
+                return;
+            };
+            for i in 0..pings {
+                let mut payload = read_frame(&mut stream);
+                let tag: [u8; TAG_BYTES] = payload.split_off(payload.len() - TAG_BYTES).try_into().unwrap();
+                session.open(&payload, &tag).unwrap();
+                let (id, request) = decode_request(&payload).unwrap();
+                let Request::Ping { nonce } = request else { panic!("expected a ping, got {request:?}") };
+                let mut message = response_message(id, &Response::Ping { nonce, server_version: "fake".into() });
+                let mut tag = session.seal(&message);
+                if tamper && i == 0 {
+                    tag[3] ^= 0x10;
+                }
+                message.extend_from_slice(&tag);
+                write_frame(&mut stream, &message);
+            }
+        });
+        (addr, thread)
+    }
+
+    #[test]
+    fn authenticated_pings_are_tagged_both_ways() {
+        let (node, me) = (Keypair::generate(), Keypair::generate());
+        let node_account = node.account();
+        let (addr, thread) = fake_node(node, me.account(), Node::Serve { pings: 3, tamper: false });
+        let (mut client, seen) = Client::connect_authenticated(&addr, TIMEOUT, &me, Some(&node_account)).unwrap();
+        assert_eq!(seen, node_account);
+        assert!(client.is_authenticated());
+        for _ in 0..3 {
+            assert_eq!(client.ping().unwrap(), "fake");
+        }
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_tampered_response_tag_is_refused_and_closes_the_connection() {
+        let (node, me) = (Keypair::generate(), Keypair::generate());
+        let (addr, thread) = fake_node(node, me.account(), Node::Serve { pings: 1, tamper: true });
+        let (mut client, _) = Client::connect_authenticated(&addr, TIMEOUT, &me, None).unwrap();
+        let err = client.ping().unwrap_err();
+        assert!(matches!(err, ClientError::BadTag { sequence: 0 }), "{err}");
+        assert!(err.to_string().contains("frame 0 failed its session tag"), "{err}");
+        assert!(client.ping().is_err(), "the connection is closed after a bad tag");
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn an_unexpected_node_is_refused() {
+        let (node, me, expected) = (Keypair::generate(), Keypair::generate(), Keypair::generate());
+        let (addr, thread) = fake_node(node, me.account(), Node::HelloOnly);
+        let err = Client::connect_authenticated(&addr, TIMEOUT, &me, Some(&expected.account())).err().unwrap();
+        assert!(matches!(err, ClientError::Handshake(HandshakeError::UnexpectedNode { .. })), "{err}");
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_node_without_identity_explains_its_refusal() {
+        let (node, me) = (Keypair::generate(), Keypair::generate());
+        let (addr, thread) = fake_node(node, me.account(), Node::NoIdentity);
+        let err = Client::connect_authenticated(&addr, TIMEOUT, &me, None).err().unwrap();
+        assert!(matches!(&err, ClientError::Server { message, .. } if message == "this node has no identity"), "{err}");
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_refused_client_auth_surfaces_on_the_first_recv() {
+        let (node, me) = (Keypair::generate(), Keypair::generate());
+        let (addr, thread) = fake_node(node, me.account(), Node::RefuseAuth);
+        let (mut client, _) = Client::connect_authenticated(&addr, TIMEOUT, &me, None).unwrap();
+        let err = client.ping().unwrap_err();
+        assert!(matches!(&err, ClientError::Server { message, .. } if message == "account not allowed"), "{err}");
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn without_identity_frames_are_unchanged() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut got = vec![0u8; 256];
+            let n = stream.read(&mut got).unwrap();
+            got.truncate(n);
+            got
+        });
+        let mut client = Client::connect_timeout(&addr, TIMEOUT).unwrap();
+        assert!(!client.is_authenticated());
+        client.send(&Request::Ping { nonce: 9 }).unwrap();
+        let got = thread.join().unwrap();
+        let mut expected = Vec::new();
+        encode_request_frame(&mut FlatBufferBuilder::new(), 1, &Request::Ping { nonce: 9 }, &mut expected);
+        assert_eq!(got, expected);
+        assert!(decode_frame(&got, 1024).unwrap().is_some());
     }
 }

@@ -5,13 +5,20 @@
 //! client and keeps up to `in_flight` requests outstanding. Latency is
 //! measured per request (send to response), so for produce it is the time to
 //! a durable acknowledgment of a whole batch.
+//!
+//! With an [`Identity`] every connection runs the handshake first and then
+//! tags every frame, so the same run with and without `--identity` measures
+//! what authentication costs.
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+use ddc_auth::account::{Account, Keypair};
 use ddc_formats::batch::{batches, encode_records};
 use ddc_formats::client::{Client, ClientError};
 use ddc_formats::message::{Request, Response};
@@ -34,6 +41,38 @@ pub struct BenchSpec {
     /// Fetch size for consume.
     pub fetch_bytes: u32,
     pub progress: bool,
+    /// Authenticate every connection as this account (None: unauthenticated).
+    pub identity: Option<Arc<Identity>>,
+}
+
+/// Who a client is when it authenticates to a node, and (optionally) which
+/// node it insists on talking to.
+#[derive(Debug)]
+pub struct Identity {
+    pub key: Keypair,
+    pub expected_node: Option<Account>,
+}
+
+/// How long connecting, and each handshake read, may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connect to `server` (host:port), running the handshake when there is an
+/// identity; returns the client and, if authenticated, the node's account.
+/// Each resolved address is tried in turn.
+pub fn connect(server: &str, identity: Option<&Identity>) -> anyhow::Result<(Client, Option<Account>)> {
+    let Some(identity) = identity else {
+        return Ok((Client::connect(server)?, None));
+    };
+    let mut last_error = None;
+    for addr in server.to_socket_addrs().with_context(|| format!("resolve {server}"))? {
+        match Client::connect_authenticated(&addr, CONNECT_TIMEOUT, &identity.key, identity.expected_node.as_ref()) {
+            Ok((client, node)) => return Ok((client, Some(node))),
+            // Only a failure to reach the address is worth another try; a refusal is final.
+            Err(ClientError::Io(e)) => last_error = Some(ClientError::Io(e)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last_error.map_or_else(|| anyhow::anyhow!("{server} resolves to no address"), anyhow::Error::from))
 }
 
 /// The summary `ddc bench --json` prints.
@@ -55,6 +94,8 @@ pub struct BenchSummary {
     pub batch_records: usize,
     pub in_flight: usize,
     pub errors: u64,
+    /// Whether the connections ran the handshake and tagged every frame.
+    pub authenticated: bool,
 }
 
 struct Shared {
@@ -100,6 +141,7 @@ fn summarize(
         batch_records: spec.batch_records,
         in_flight: spec.in_flight,
         errors: shared.errors.load(Ordering::Relaxed),
+        authenticated: spec.identity.is_some(),
     }
 }
 
@@ -140,7 +182,7 @@ pub fn produce(spec: &BenchSpec) -> anyhow::Result<BenchSummary> {
     for conn in 0..spec.connections {
         let (spec, shared, body) = (spec.clone(), shared.clone(), body.clone());
         threads.push(std::thread::spawn(move || -> anyhow::Result<Vec<u32>> {
-            let mut client = Client::connect(&spec.server)?;
+            let (mut client, _) = connect(&spec.server, spec.identity.as_deref())?;
             let stream = format!("{}-{conn}", spec.stream_prefix);
             let mut sent_at: HashMap<u64, Instant> = HashMap::new();
             let mut latencies = Vec::new();
@@ -203,7 +245,7 @@ pub fn consume(spec: &BenchSpec) -> anyhow::Result<BenchSummary> {
     for conn in 0..spec.connections {
         let (spec, shared) = (spec.clone(), shared.clone());
         threads.push(std::thread::spawn(move || -> anyhow::Result<Vec<u32>> {
-            let mut client = Client::connect(&spec.server)?;
+            let (mut client, _) = connect(&spec.server, spec.identity.as_deref())?;
             let stream = format!("{}-{conn}", spec.stream_prefix);
             let end = match client.stream_info(&stream) {
                 Ok(info) => info.high_watermark,
@@ -271,4 +313,99 @@ fn run_to_end(
         return Err(e);
     }
     Ok(summarize(mode, spec, &shared, latencies, elapsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    use ddc_auth::handshake::{NodeHandshake, TAG_BYTES};
+    use ddc_formats::frame::{encode_frame_into, FrameHeader, FRAME_HEADER_BYTES};
+    use ddc_formats::message::{decode_request, encode_response_frame};
+
+    use super::*;
+
+    fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        stream.read_exact(&mut header).ok()?;
+        let parsed = FrameHeader::decode(&header, 1 << 20).unwrap();
+        let mut payload = vec![0u8; parsed.payload_len as usize];
+        stream.read_exact(&mut payload).unwrap();
+        parsed.verify_payload(&header, &payload).unwrap();
+        Some(payload)
+    }
+
+    fn write_frame(stream: &mut TcpStream, payload: &[u8]) {
+        let mut out = Vec::new();
+        encode_frame_into(payload, &mut out);
+        stream.write_all(&out).unwrap();
+    }
+
+    /// A node that authenticates each connection and acknowledges every
+    /// produce (checking both directions' tags); returns how many records
+    /// it acknowledged once all `connections` have closed.
+    fn fake_node(node: Keypair, connections: usize) -> (String, std::thread::JoinHandle<u64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let node = Arc::new(node);
+        let thread = std::thread::spawn(move || {
+            let serve = |mut stream: TcpStream, node: Arc<Keypair>| {
+                let (state, hello) = NodeHandshake::answer(&read_frame(&mut stream).unwrap(), &node).unwrap();
+                write_frame(&mut stream, &hello);
+                let (_, mut session) = state.finish(&read_frame(&mut stream).unwrap()).unwrap();
+                let mut acknowledged = 0u64;
+                while let Some(mut payload) = read_frame(&mut stream) {
+                    let tag: [u8; TAG_BYTES] = payload.split_off(payload.len() - TAG_BYTES).try_into().unwrap();
+                    session.open(&payload, &tag).unwrap();
+                    let (id, request) = decode_request(&payload).unwrap();
+                    let Request::Produce { record_count, .. } = request else { panic!("{request:?}") };
+                    let mut frame = Vec::new();
+                    let response = Response::Produce { base_offset: acknowledged, record_count };
+                    encode_response_frame(&mut flatbuffers::FlatBufferBuilder::new(), id, &response, &mut frame);
+                    let mut message = frame.split_off(FRAME_HEADER_BYTES);
+                    let tag = session.seal(&message);
+                    message.extend_from_slice(&tag);
+                    write_frame(&mut stream, &message);
+                    acknowledged += u64::from(record_count);
+                }
+                acknowledged
+            };
+            let handles: Vec<_> = (0..connections)
+                .map(|_| {
+                    let (stream, _) = listener.accept().unwrap();
+                    let node = node.clone();
+                    std::thread::spawn(move || serve(stream, node))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        (addr, thread)
+    }
+
+    #[test]
+    fn produce_bench_authenticates_every_connection() {
+        let node = Keypair::generate();
+        let expected_node = Some(node.account());
+        let (server, thread) = fake_node(node, 2);
+        let spec = BenchSpec {
+            server,
+            connections: 2,
+            record_bytes: 16,
+            batch_records: 4,
+            in_flight: 3,
+            duration: None,
+            count: Some(80),
+            stream_prefix: "bench".into(),
+            ack: AckLevel::Durable,
+            fetch_bytes: 1 << 20,
+            progress: false,
+            identity: Some(Arc::new(Identity { key: Keypair::generate(), expected_node })),
+        };
+        let summary = produce(&spec).unwrap();
+        assert!(summary.authenticated);
+        assert_eq!(summary.records, 80);
+        assert_eq!(summary.errors, 0);
+        assert_eq!(thread.join().unwrap(), 80);
+    }
 }

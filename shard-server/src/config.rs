@@ -21,6 +21,19 @@ pub struct NodeConfig {
     pub log: LogSection,
     pub server: ServerSection,
     pub cluster: ClusterSection,
+    pub auth: AuthSection,
+}
+
+/// Connection authentication (docs/SECURITY.md, "Connection handshake").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Refuse connections that do not start with a handshake, and node-to-node
+    /// requests from connections that are not cluster members. Off by default:
+    /// clients may still authenticate, and then every frame is tagged.
+    pub required: bool,
+    /// This node's key file when it runs alone (in a cluster, `cluster.node_key_file`).
+    pub node_key_file: Option<PathBuf>,
 }
 
 /// Cluster mode. With `membership_file` empty the node runs alone (no replication, no coding).
@@ -109,6 +122,7 @@ impl Default for NodeConfig {
             log: LogSection::default(),
             server: ServerSection::default(),
             cluster: ClusterSection::default(),
+            auth: AuthSection::default(),
         }
     }
 }
@@ -180,7 +194,16 @@ impl NodeConfig {
         check(self.cluster.scrub_interval_ms >= 100, "cluster.scrub_interval_ms must be at least 100")?;
         check(self.cluster.repair_bytes_per_s >= 1 << 20, "cluster.repair_bytes_per_s must be at least 1048576")?;
         check(self.cluster.peer_timeout_ms >= 100, "cluster.peer_timeout_ms must be at least 100")?;
+        check(
+            !self.auth.required || self.identity_file().is_some(),
+            "auth.required needs a node key: auth.node_key_file, or cluster.node_key_file in a cluster",
+        )?;
         Ok(())
+    }
+
+    /// The node's key file, if it has an identity.
+    pub fn identity_file(&self) -> Option<&std::path::Path> {
+        self.auth.node_key_file.as_deref().or(self.cluster.node_key_file.as_deref())
     }
 
     /// The engine's view of this configuration.

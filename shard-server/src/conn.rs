@@ -18,9 +18,11 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 
+use ddc_auth::account::Account;
+use ddc_auth::handshake::{NodeHandshake, Session, CLIENT_AUTH_BYTES, CLIENT_HELLO_BYTES, TAG_BYTES};
 use ddc_engine::owner_core;
 use ddc_engine::signal::Signal;
-use ddc_formats::frame::{FrameHeader, FRAME_HEADER_BYTES};
+use ddc_formats::frame::{encode_frame_into, FrameHeader, FRAME_HEADER_BYTES};
 use ddc_formats::message::{
     decode_request_envelope, encode_response_owned, peek_request_id, OwnedFrame, Request, Response,
 };
@@ -45,6 +47,9 @@ struct Outbox {
     /// Set when the writer task has stopped; frames pushed after that are dropped.
     writer_gone: Cell<bool>,
     ready: Signal,
+    /// The authenticated session, once the handshake is done: every frame
+    /// read must carry its tag, and every frame written gets one (in write order).
+    session: RefCell<Option<Session>>,
 }
 
 impl Outbox {
@@ -55,6 +60,7 @@ impl Outbox {
             closed: Cell::new(false),
             writer_gone: Cell::new(false),
             ready: Signal::default(),
+            session: RefCell::new(None),
         }
     }
 
@@ -66,6 +72,32 @@ impl Outbox {
         let frame = encode_response_owned(request_id, response, reuse);
         self.frames.borrow_mut().push_back((frame, permits));
         self.ready.notify();
+    }
+
+    /// A frame whose payload is given as is (a handshake message).
+    fn push_raw(&self, payload: &[u8]) {
+        if self.writer_gone.get() {
+            return;
+        }
+        let mut buf = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
+        encode_frame_into(payload, &mut buf);
+        self.frames.borrow_mut().push_back((OwnedFrame { buf, start: 0 }, None));
+        self.ready.notify();
+    }
+
+    /// The bytes to write for `frame`: as they are, or, in a session, re-framed
+    /// with the payload's tag appended.
+    fn wire_bytes<'a>(&self, frame: &'a OwnedFrame, tagged: &'a mut Vec<u8>) -> &'a [u8] {
+        let mut session = self.session.borrow_mut();
+        let Some(session) = session.as_mut() else { return frame.bytes() };
+        let payload = &frame.bytes()[FRAME_HEADER_BYTES..];
+        let tag = session.seal(payload);
+        let mut body = Vec::with_capacity(payload.len() + TAG_BYTES);
+        body.extend_from_slice(payload);
+        body.extend_from_slice(&tag);
+        tagged.clear();
+        encode_frame_into(&body, tagged);
+        tagged
     }
 
     fn recycle(&self, buf: Vec<u8>) {
@@ -112,9 +144,11 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
                 if frames.is_empty() {
                     break; // closed and drained
                 }
+                let mut tagged = Vec::new();
                 for (frame, _permits) in frames {
-                    if frame.bytes().len() < 16 << 10 {
-                        small.extend_from_slice(frame.bytes());
+                    let bytes = outbox.wire_bytes(&frame, &mut tagged);
+                    if bytes.len() < 16 << 10 {
+                        small.extend_from_slice(bytes);
                         outbox.recycle(frame.buf);
                         continue;
                     }
@@ -122,7 +156,7 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
                         break 'writing;
                     }
                     small.clear();
-                    if writer.write_all(frame.bytes()).await.is_err() {
+                    if writer.write_all(bytes).await.is_err() {
                         break 'writing;
                     }
                     outbox.recycle(frame.buf);
@@ -143,6 +177,8 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
     let response_budget = Rc::new(Semaphore::new(RESPONSE_BUDGET_BYTES));
     let frame_bytes_max = state.frame_bytes_max;
     let mut header = [0u8; FRAME_HEADER_BYTES];
+    let mut first = true;
+    let mut account: Option<Account> = None;
     loop {
         if outbox.closed.get() {
             break;
@@ -173,14 +209,57 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
             break;
         }
         tracing::trace!(%peer, bytes = payload.len(), "frame received");
+        let mut payload = payload;
+        if std::mem::take(&mut first) {
+            if is_client_hello(&payload) {
+                match handshake(&state, &mut reader, &outbox, &payload).await {
+                    Ok(client) => {
+                        tracing::debug!(%peer, account = %client, "connection authenticated");
+                        account = Some(client);
+                        continue;
+                    }
+                    Err(reason) => {
+                        tracing::info!(%peer, %reason, "handshake refused; closing connection");
+                        outbox.push(0, &error_response(ErrorCode::BadRequest, reason), None);
+                        break;
+                    }
+                }
+            }
+            if state.auth_required {
+                let reason =
+                    "this node requires authentication: start the connection with a handshake (docs/SECURITY.md)";
+                outbox.push(0, &error_response(ErrorCode::BadRequest, reason), None);
+                break;
+            }
+        }
+        if account.is_some() {
+            let opened = match payload.len().checked_sub(TAG_BYTES) {
+                Some(at) => {
+                    let tag: [u8; TAG_BYTES] = payload[at..].try_into().unwrap_or([0; TAG_BYTES]);
+                    payload.truncate(at);
+                    outbox
+                        .session
+                        .borrow_mut()
+                        .as_mut()
+                        .map_or(Ok(()), |s| s.open(&payload, &tag).map_err(|e| e.to_string()))
+                }
+                None => Err("frame shorter than its session tag".to_owned()),
+            };
+            if let Err(reason) = opened {
+                tracing::warn!(%peer, %reason, "frame failed its session tag; closing connection");
+                break;
+            }
+        }
         let permit = match permits.clone().acquire_static_permit(1).await {
             Ok(p) => p,
             Err(_) => break,
         };
         let (state, router, outbox, response_budget) =
             (state.clone(), router.clone(), outbox.clone(), response_budget.clone());
+        let account = account;
         glommio::spawn_local(async move {
-            let Some((id, response, held)) = handle_payload(&state, &router, payload, &response_budget).await else {
+            let Some((id, response, held)) = handle_payload(&state, &router, payload, &response_budget, account).await
+            else {
                 return;
             };
             drop(memory);
@@ -193,6 +272,48 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
     outbox.closed.set(true);
     outbox.ready.notify();
     writer_task.await;
+}
+
+/// Requests only cluster members may send.
+fn is_node_to_node(request: &Request<'_>) -> bool {
+    matches!(request, Request::Replicate { .. } | Request::PutShard { .. } | Request::GetShard { .. })
+}
+
+fn is_client_hello(payload: &[u8]) -> bool {
+    payload.len() == CLIENT_HELLO_BYTES && payload.starts_with(b"DDH1")
+}
+
+/// The node's side of the handshake after the ClientHello: answer, then read
+/// and check the ClientAuth. Returns the client's account; the session is
+/// installed in the outbox, so every later frame is tagged both ways.
+async fn handshake<R: futures_lite::io::AsyncRead + Unpin>(
+    state: &CoreState,
+    reader: &mut R,
+    outbox: &Outbox,
+    client_hello: &[u8],
+) -> Result<Account, String> {
+    let Some(identity) = &state.identity else {
+        return Err("this node has no identity to authenticate with (auth.node_key_file)".into());
+    };
+    let (pending, node_hello) = NodeHandshake::answer(client_hello, identity).map_err(|e| e.to_string())?;
+    outbox.push_raw(&node_hello);
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    let read = async {
+        reader.read_exact(&mut header).await.map_err(|e| e.to_string())?;
+        let parsed = FrameHeader::decode(&header, CLIENT_AUTH_BYTES as u32).map_err(|e| e.to_string())?;
+        let mut payload = vec![0u8; parsed.payload_len as usize];
+        reader.read_exact(&mut payload).await.map_err(|e| e.to_string())?;
+        parsed.verify_payload(&header, &payload).map_err(|e| e.to_string())?;
+        Ok::<_, String>(payload)
+    };
+    let deadline = async {
+        glommio::timer::sleep(state.frame_read_timeout).await;
+        Err("no ClientAuth in time".to_owned())
+    };
+    let client_auth = futures_lite::future::or(read, deadline).await?;
+    let (client, session) = pending.finish(&client_auth).map_err(|e| e.to_string())?;
+    *outbox.session.borrow_mut() = Some(session);
+    Ok(client)
 }
 
 /// Read a `len`-byte payload, charging the core's budget only for bytes that
@@ -251,6 +372,7 @@ async fn handle_payload(
     router: &Router,
     payload: Vec<u8>,
     response_budget: &Rc<Semaphore>,
+    account: Option<Account>,
 ) -> Option<(u64, Response, StaticPermit)> {
     let decoded = decode_request_envelope(&payload);
     let response_bytes = match &decoded {
@@ -266,6 +388,17 @@ async fn handle_payload(
             return Some((id, error_response(frame_error_code(&e), e.to_string()), held));
         }
     };
+    if state.auth_required && is_node_to_node(&request) {
+        let member = match (&state.cluster, account) {
+            (Some(cluster), Some(a)) => cluster.membership.member(&ddc_cluster::membership::NodeId(a.0)).is_some(),
+            _ => false,
+        };
+        if !member {
+            let who = account.map_or("an unauthenticated connection".to_owned(), |a| a.to_string());
+            let reason = format!("node-to-node request refused: {who} is not a member of this cluster");
+            return Some((id, error_response(ErrorCode::BadRequest, reason), held));
+        }
+    }
     if let Some(cluster) = &state.cluster {
         if let Some(response) = crate::cluster::route(cluster, &request, forwarded).await {
             return Some((id, response, held));

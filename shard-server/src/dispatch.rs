@@ -21,6 +21,10 @@ pub struct CoreState {
     pub payload_budget: Rc<glommio::sync::Semaphore>,
     /// Cluster mode; None when the node runs alone.
     pub cluster: Option<Rc<ClusterCore>>,
+    /// This node's key, for connection handshakes (docs/SECURITY.md).
+    pub identity: Option<Rc<ddc_auth::account::Keypair>>,
+    /// `auth.required`: connections must authenticate; node-to-node requests must come from members.
+    pub auth_required: bool,
 }
 
 pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {

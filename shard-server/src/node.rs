@@ -180,8 +180,17 @@ async fn serve_core(
             return Err(e);
         }
     };
+    let identity = match config.identity_file().map(ddc_auth::account::Keypair::read).transpose() {
+        Ok(k) => k.map(Rc::new),
+        Err(e) => {
+            engine.close().await;
+            let e = anyhow::anyhow!("core {core}: node key: {e}");
+            report.send(Err(format!("{e:#}")));
+            return Err(e);
+        }
+    };
     let cluster = match &cluster {
-        Some(setup) => match crate::cluster::ClusterCore::open(setup, &config, core, cores).await {
+        Some(setup) => match crate::cluster::ClusterCore::open(setup, &config, core, cores, identity.clone()).await {
             Ok(c) => Some(Rc::new(c)),
             Err(e) => {
                 engine.close().await;
@@ -199,6 +208,8 @@ async fn serve_core(
         frame_read_timeout: Duration::from_millis(config.server.frame_read_timeout_ms),
         payload_budget: Rc::new(glommio::sync::Semaphore::new(config.server.core_payload_bytes_max)),
         cluster: cluster.clone(),
+        identity: identity.clone(),
+        auth_required: config.auth.required,
     });
     serve_incoming(incoming, state.clone());
     let router = Rc::new(router);

@@ -20,9 +20,11 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
+use ddc_auth::account::{Account, Keypair};
+use ddc_auth::handshake::{ClientHandshake, Session, TAG_BYTES};
 use ddc_cluster::membership::NodeId;
 use ddc_formats::client::RESPONSE_BYTES_MAX;
-use ddc_formats::frame::{FrameHeader, FRAME_HEADER_BYTES};
+use ddc_formats::frame::{encode_frame_into, FrameHeader, FRAME_HEADER_BYTES};
 use ddc_formats::message::{decode_response, encode_request_frame_envelope, Request, Response};
 
 /// After a connect timed out, calls fail without trying again for this long.
@@ -44,6 +46,8 @@ struct Conn {
     pending: RefCell<HashMap<u64, oneshot::Sender<Response>>>,
     dead: Cell<bool>,
     reason: RefCell<String>,
+    /// The authenticated session, when the node runs with `auth.required`.
+    session: RefCell<Option<Session>>,
 }
 
 /// One peer as seen from one core.
@@ -55,10 +59,12 @@ pub struct Peer {
     failed_at: RefCell<Option<(Instant, String)>>,
     next_id: Cell<u64>,
     fbb: RefCell<FlatBufferBuilder<'static>>,
+    /// This node's key, to authenticate to the peer (None: plain connections).
+    identity: Option<Rc<Keypair>>,
 }
 
 impl Peer {
-    pub fn new(id: NodeId, address: SocketAddr) -> Rc<Peer> {
+    pub fn new(id: NodeId, address: SocketAddr, identity: Option<Rc<Keypair>>) -> Rc<Peer> {
         Rc::new(Peer {
             id,
             address,
@@ -67,6 +73,7 @@ impl Peer {
             failed_at: RefCell::new(None),
             next_id: Cell::new(1),
             fbb: RefCell::new(FlatBufferBuilder::new()),
+            identity,
         })
     }
 
@@ -110,17 +117,59 @@ impl Peer {
         };
         self.failed_at.borrow_mut().take();
         let _ = stream.set_nodelay(true);
-        let (reader, writer) = futures_lite::io::split(stream);
+        let (mut reader, mut writer) = futures_lite::io::split(stream);
+        let session = match &self.identity {
+            Some(me) => Some(self.authenticate(me, &mut reader, &mut writer).await?),
+            None => None,
+        };
         let conn = Rc::new(Conn {
             writer: RefCell::new(Some(writer)),
             write_lock: Semaphore::new(1),
             pending: RefCell::new(HashMap::new()),
             dead: Cell::new(false),
             reason: RefCell::new(String::new()),
+            session: RefCell::new(session),
         });
         glommio::spawn_local(read_responses(reader, conn.clone())).detach();
         *self.conn.borrow_mut() = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Run the client side of the handshake (docs/SECURITY.md), expecting the peer's own key.
+    async fn authenticate(
+        &self,
+        me: &Keypair,
+        reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+        writer: &mut WriteHalf<TcpStream>,
+    ) -> Result<Session, PeerError> {
+        let work = async {
+            let (pending, hello) = ClientHandshake::start();
+            let mut frame = Vec::new();
+            encode_frame_into(&hello, &mut frame);
+            writer.write_all(&frame).await.map_err(|e| e.to_string())?;
+            writer.flush().await.map_err(|e| e.to_string())?;
+            let mut header = [0u8; FRAME_HEADER_BYTES];
+            reader.read_exact(&mut header).await.map_err(|e| e.to_string())?;
+            let parsed = FrameHeader::decode(&header, RESPONSE_BYTES_MAX).map_err(|e| e.to_string())?;
+            let mut payload = vec![0u8; parsed.payload_len as usize];
+            reader.read_exact(&mut payload).await.map_err(|e| e.to_string())?;
+            parsed.verify_payload(&header, &payload).map_err(|e| e.to_string())?;
+            if let Ok((_, Response::Error { message, .. })) = decode_response(&payload) {
+                return Err(format!("refused the handshake: {message}"));
+            }
+            let expected = Account(self.id.0);
+            let (auth, _, session) = pending.finish(&payload, me, Some(&expected)).map_err(|e| e.to_string())?;
+            frame.clear();
+            encode_frame_into(&auth, &mut frame);
+            writer.write_all(&frame).await.map_err(|e| e.to_string())?;
+            writer.flush().await.map_err(|e| e.to_string())?;
+            Ok(session)
+        };
+        let deadline = async {
+            glommio::timer::sleep(CONNECT_TIMEOUT).await;
+            Err(format!("handshake not done within {CONNECT_TIMEOUT:?}"))
+        };
+        futures_lite::future::or(work, deadline).await.map_err(|reason| self.unreachable(reason))
     }
 
     /// Send `request` and wait up to `timeout` for its response. `forwarded`
@@ -129,12 +178,24 @@ impl Peer {
         let conn = self.connection().await?;
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        let mut frame = Vec::new();
-        encode_request_frame_envelope(&mut self.fbb.borrow_mut(), id, forwarded, request, &mut frame);
+        let mut plain = Vec::new();
+        encode_request_frame_envelope(&mut self.fbb.borrow_mut(), id, forwarded, request, &mut plain);
         let (tx, rx) = oneshot::channel();
         conn.pending.borrow_mut().insert(id, tx);
         let written = {
             let _lock = conn.write_lock.acquire_permit(1).await.map_err(|_| self.unreachable("shutting down"))?;
+            // Tags follow the order frames are written in, so they are made under the lock.
+            let frame = match conn.session.borrow_mut().as_mut() {
+                Some(session) => {
+                    let mut body = plain[FRAME_HEADER_BYTES..].to_vec();
+                    let tag = session.seal(&body);
+                    body.extend_from_slice(&tag);
+                    let mut framed = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
+                    encode_frame_into(&body, &mut framed);
+                    framed
+                }
+                None => std::mem::take(&mut plain),
+            };
             let writer = conn.writer.borrow_mut().take();
             match writer {
                 Some(mut w) => {
@@ -149,7 +210,7 @@ impl Peer {
                 None => Err("connection closed".to_owned()),
             }
         };
-        tracing::trace!(peer = %self.address, id, bytes = frame.len(), ok = written.is_ok(), "request written");
+        tracing::trace!(peer = %self.address, id, ok = written.is_ok(), "request written");
         if let Err(reason) = written {
             conn.pending.borrow_mut().remove(&id);
             kill(&conn, &reason);
@@ -199,6 +260,16 @@ async fn read_responses(mut reader: futures_lite::io::ReadHalf<TcpStream>, conn:
         if let Err(e) = parsed.verify_payload(&header, &payload) {
             break format!("bad response frame: {e}");
         }
+        if let Some(session) = conn.session.borrow_mut().as_mut() {
+            let Some(at) = payload.len().checked_sub(TAG_BYTES) else {
+                break "response shorter than its session tag".to_owned();
+            };
+            let tag: [u8; TAG_BYTES] = payload[at..].try_into().unwrap_or([0; TAG_BYTES]);
+            payload.truncate(at);
+            if let Err(e) = session.open(&payload, &tag) {
+                break format!("response failed its session tag: {e}");
+            }
+        }
         match decode_response(&payload) {
             Ok((id, response)) => {
                 if let Some(tx) = conn.pending.borrow_mut().remove(&id) {
@@ -218,8 +289,8 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn new(members: impl IntoIterator<Item = (NodeId, SocketAddr)>) -> Peers {
-        Peers { peers: members.into_iter().map(|(id, addr)| (id, Peer::new(id, addr))).collect() }
+    pub fn new(members: impl IntoIterator<Item = (NodeId, SocketAddr)>, identity: Option<Rc<Keypair>>) -> Peers {
+        Peers { peers: members.into_iter().map(|(id, addr)| (id, Peer::new(id, addr, identity.clone()))).collect() }
     }
 
     pub fn get(&self, id: &NodeId) -> Option<Rc<Peer>> {

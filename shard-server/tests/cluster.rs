@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ddc_auth::account::{Account, Keypair};
 use ddc_cluster::membership::{Member, Membership, NodeId, NodeKey};
 use ddc_formats::batch::encode_records;
 use ddc_formats::client::Client;
@@ -30,6 +31,8 @@ struct ClusterNode {
     config: PathBuf,
     child: Option<Child>,
     starts: usize,
+    /// Set when the cluster runs with auth.required: clients authenticate as this account.
+    identity: Option<std::sync::Arc<Keypair>>,
 }
 
 impl ClusterNode {
@@ -68,8 +71,10 @@ impl ClusterNode {
             }
             if let Ok(mut c) = Client::connect(self.addr) {
                 c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                if c.ping().is_ok() {
-                    return;
+                match c.ping() {
+                    Ok(_) => return,
+                    Err(e) if e.to_string().contains("requires authentication") => return,
+                    Err(_) => {}
                 }
             }
             assert!(Instant::now() < deadline, "node {} did not answer\n{}", self.addr, self.log());
@@ -85,7 +90,14 @@ impl ClusterNode {
     }
 
     fn client(&self) -> Client {
-        let c = Client::connect(self.addr).unwrap_or_else(|e| panic!("connect {}: {e}", self.addr));
+        let c = match &self.identity {
+            Some(me) => {
+                Client::connect_authenticated(&self.addr, Duration::from_secs(10), me, Some(&Account(self.id.0)))
+                    .map(|(c, _)| c)
+            }
+            None => Client::connect(self.addr),
+        }
+        .unwrap_or_else(|e| panic!("connect {}: {e}", self.addr));
         c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         c
     }
@@ -124,6 +136,7 @@ impl Cluster {
                 dir: ndir,
                 child: None,
                 starts: 0,
+                identity: extra.contains("required = true").then(|| std::sync::Arc::new(Keypair::generate())),
             });
         }
         members.sort_by_key(|m| m.id);
@@ -524,4 +537,35 @@ fn scrubber_finds_and_repairs_bitrot_by_itself() {
     let health = cluster.shard_health(stream, true);
     assert!(health.values().all(|h| h.len() == 6), "{health:?}");
     consume_all(&cluster, victim, stream, 4000);
+}
+
+#[test]
+fn with_auth_required_nodes_authenticate_to_each_other_and_refuse_strangers() {
+    let cluster = Cluster::start(6, "\n[auth]\nrequired = true\n");
+    let stream = "guarded";
+    let leader = cluster.leader(stream);
+    let replicas = cluster.replicas(stream);
+    let non_replica = (0..6).find(|i| !replicas.contains(i)).unwrap();
+    // Forwarded produce, replication and coding all run over authenticated node-to-node connections.
+    produce_range(&cluster, non_replica, stream, 0, 3000, 100);
+    cluster.nodes[leader].client().call(&Request::Seal { stream }).unwrap();
+    cluster.wait_sealed(stream, 3000);
+    cluster.wait_coded(stream);
+    consume_all(&cluster, non_replica, stream, 3000);
+    // An authenticated client that is not a member cannot send node-to-node requests.
+    let follower = &cluster.nodes[replicas[1]];
+    let err = follower
+        .client()
+        .call(&Request::Replicate {
+            stream,
+            base_offset: 3000,
+            batches: &[],
+            leader: &cluster.nodes[leader].id.0,
+            coded_offset: 0,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("not a member of this cluster"), "{err}");
+    // And an unauthenticated one is refused outright.
+    let err = Client::connect(follower.addr).unwrap().ping().unwrap_err();
+    assert!(err.to_string().contains("requires authentication"), "{err}");
 }

@@ -2,18 +2,20 @@
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use ddc_auth::account::{Account, Keypair};
 use ddc_auth::encryption::{decrypt_record, encrypt_record, BucketKey};
 use ddc_cluster::membership::NodeId;
 use ddc_formats::batch::push_record;
-use ddc_formats::client::Client;
+use ddc_formats::client::{Client, ClientError};
 use ddc_formats::message::Request;
 use ddc_formats::wire::AckLevel;
-use shard_server::bench::{self, BenchSpec};
+use shard_server::bench::{self, BenchSpec, Identity};
 use shard_server::cluster_cli::{self, local, repair, status, ClusterSource};
 
 /// Command-line client for a DDC shard server, and the tools to run and check a cluster of them.
@@ -34,8 +36,19 @@ struct Cli {
     /// Server address
     #[arg(long, global = true, default_value = "127.0.0.1:7400", env = "DDC_SERVER")]
     server: String,
+    /// Authenticate to the node as the account of this key file (made by `ddc keygen`); every frame
+    /// is then tagged. Not used by the cluster, repair and seal commands.
+    #[arg(long, global = true, value_name = "FILE", env = "DDC_IDENTITY")]
+    identity: Option<PathBuf>,
+    /// With --identity: talk only to the node with this account (SS58 or hex).
+    #[arg(long, global = true, value_name = "ACCOUNT", env = "DDC_NODE_ACCOUNT", value_parser = parse_account)]
+    node_account: Option<Account>,
     #[command(subcommand)]
     command: Command,
+}
+
+fn parse_account(text: &str) -> Result<Account, String> {
+    Account::parse(text).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -457,8 +470,47 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
     number.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
-fn connect(server: &str) -> anyhow::Result<Client> {
-    Client::connect(server).with_context(|| format!("connect to {server} (is shard-server running?)"))
+/// Where the single-node commands connect, and as whom.
+struct NodeLink {
+    server: String,
+    identity: Option<PathBuf>,
+    node_account: Option<Account>,
+}
+
+impl NodeLink {
+    /// The identity to authenticate with, read from its key file. Read only
+    /// when a command talks to the node: `ddc keygen` must work while
+    /// DDC_IDENTITY names the file it is about to create.
+    fn identity(&self) -> anyhow::Result<Option<Arc<Identity>>> {
+        match (&self.identity, self.node_account) {
+            (Some(path), expected_node) => {
+                let key = Keypair::read(path).with_context(|| format!("identity {}", path.display()))?;
+                Ok(Some(Arc::new(Identity { key, expected_node })))
+            }
+            (None, Some(_)) => anyhow::bail!("--node-account (DDC_NODE_ACCOUNT) needs --identity (DDC_IDENTITY)"),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Connect, authenticating when there is an identity; returns the node's account if so.
+    fn connect_to_node(&self) -> anyhow::Result<(Client, Option<Account>)> {
+        let identity = self.identity()?;
+        let server = &self.server;
+        bench::connect(server, identity.as_deref()).map_err(|e| {
+            // A node that answered and refused needs no hint that it may be down.
+            let unreachable = matches!(e.downcast_ref::<ClientError>(), Some(ClientError::Io(_)))
+                || e.downcast_ref::<std::io::Error>().is_some();
+            if unreachable {
+                e.context(format!("connect to {server} (is shard-server running?)"))
+            } else {
+                e.context(format!("connect to {server}"))
+            }
+        })
+    }
+
+    fn connect(&self) -> anyhow::Result<Client> {
+        Ok(self.connect_to_node()?.0)
+    }
 }
 
 fn main() {
@@ -494,7 +546,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        command => run_client(&cli.server, command).map(|()| 0),
+        command => {
+            let link = NodeLink { server: cli.server, identity: cli.identity, node_account: cli.node_account };
+            run_client(&link, command).map(|()| 0)
+        }
     }
 }
 
@@ -672,29 +727,30 @@ fn repair_cluster(source: ClusterSource, stream: Option<&str>, timeout: Option<D
 }
 
 /// The single-node client commands.
-fn run_client(server: &str, command: Command) -> anyhow::Result<()> {
+fn run_client(link: &NodeLink, command: Command) -> anyhow::Result<()> {
+    let server = link.server.as_str();
     match command {
         Command::Produce { stream, file, key, batch, ack } => {
             let key = key.as_deref().map(BucketKey::read).transpose()?;
-            produce(server, &stream, file, key.as_ref(), batch.max(1), ack.into())
+            produce(link, &stream, file, key.as_ref(), batch.max(1), ack.into())
         }
         Command::Consume { stream, key, from, count, follow, offsets } => {
             let key = key.as_deref().map(BucketKey::read).transpose()?;
-            consume(server, &stream, key.as_ref(), from, count, follow, offsets)
+            consume(link, &stream, key.as_ref(), from, count, follow, offsets)
         }
         Command::Create { stream } => {
-            let created = connect(server)?.create_stream(&stream)?;
+            let created = link.connect()?.create_stream(&stream)?;
             println!("{}", if created { format!("created {stream}") } else { format!("{stream} already exists") });
             Ok(())
         }
         Command::Streams => {
-            for s in connect(server)?.list_streams()? {
+            for s in link.connect()?.list_streams()? {
                 println!("{s}");
             }
             Ok(())
         }
         Command::Info { stream, json } => {
-            let info = connect(server)?.stream_info(&stream)?;
+            let info = link.connect()?.stream_info(&stream)?;
             if json {
                 let segments: Vec<_> = info
                     .segments
@@ -759,8 +815,12 @@ fn run_client(server: &str, command: Command) -> anyhow::Result<()> {
         }
         Command::Ping => {
             let t0 = std::time::Instant::now();
-            let version = connect(server)?.ping()?;
-            println!("{} answered in {:?} (version {version})", server, t0.elapsed());
+            let (mut client, node) = link.connect_to_node()?;
+            let version = client.ping()?;
+            match node {
+                Some(node) => println!("{server} answered in {:?} (version {version}, node {node})", t0.elapsed()),
+                None => println!("{server} answered in {:?} (version {version})", t0.elapsed()),
+            }
             Ok(())
         }
         Command::Cluster { .. } | Command::Repair { .. } | Command::Seal { .. } => {
@@ -796,6 +856,7 @@ fn run_client(server: &str, command: Command) -> anyhow::Result<()> {
                 ack: ack.into(),
                 fetch_bytes,
                 progress: !json,
+                identity: link.identity()?,
             };
             let summary = match mode {
                 BenchMode::Produce => bench::produce(&spec)?,
@@ -824,7 +885,7 @@ fn hex(bytes: [u8; 32]) -> String {
 
 /// Send batches of lines (each encrypted first if there is a `key`), keeping a few requests in flight.
 fn produce(
-    server: &str,
+    link: &NodeLink,
     stream: &str,
     file: Option<PathBuf>,
     key: Option<&BucketKey>,
@@ -837,7 +898,7 @@ fn produce(
         )),
         None => Box::new(std::io::stdin().lock()),
     };
-    let mut client = connect(server)?;
+    let mut client = link.connect()?;
     let mut tally = Tally::default();
     let mut in_flight = 0usize;
     const IN_FLIGHT_MAX: usize = 4;
@@ -909,7 +970,7 @@ impl Tally {
 /// Print records from `from`, until `count` or the end (or forever with `follow`), decrypting
 /// each one if there is a `key`.
 fn consume(
-    server: &str,
+    link: &NodeLink,
     stream: &str,
     key: Option<&BucketKey>,
     from: u64,
@@ -917,7 +978,7 @@ fn consume(
     follow: bool,
     offsets: bool,
 ) -> anyhow::Result<()> {
-    let mut client = connect(server)?;
+    let mut client = link.connect()?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut offset = from;
@@ -971,4 +1032,36 @@ fn consume(
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_node_account_are_global_options() {
+        let node = Keypair::generate().account();
+        let cli =
+            Cli::try_parse_from(["ddc", "ping", "--identity", "me.key", "--node-account", node.to_ss58().as_str()])
+                .unwrap();
+        assert_eq!(cli.identity, Some(PathBuf::from("me.key")));
+        assert_eq!(cli.node_account, Some(node));
+        let cli = Cli::try_parse_from(["ddc", "--node-account", node.to_hex().as_str(), "streams"]).unwrap();
+        assert_eq!(cli.node_account, Some(node));
+        assert!(Cli::try_parse_from(["ddc", "ping", "--node-account", "not-an-account"]).is_err());
+    }
+
+    #[test]
+    fn the_identity_is_read_only_by_commands_that_connect() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("me.key");
+        let link = NodeLink { server: "127.0.0.1:1".into(), identity: Some(missing.clone()), node_account: None };
+        // `ddc keygen` may create the very file DDC_IDENTITY names.
+        run_client(&link, Command::Keygen { key_file: missing.clone(), show: false }).unwrap();
+        let identity = link.identity().unwrap().unwrap();
+        assert_eq!(identity.key.account(), Keypair::read(&missing).unwrap().account());
+        let orphan =
+            NodeLink { server: "127.0.0.1:1".into(), identity: None, node_account: Some(identity.key.account()) };
+        assert!(orphan.identity().is_err());
+    }
 }

@@ -118,11 +118,14 @@ impl ClusterCore {
         config: &NodeConfig,
         core: usize,
         cores: usize,
+        identity: Option<Rc<ddc_auth::account::Keypair>>,
     ) -> anyhow::Result<ClusterCore> {
         let m = &setup.membership;
         let code = Code::new(m.erasure_coding_required, m.erasure_coding_total, STRIPE_BYTES_DEFAULT)?;
         let others = || m.nodes.iter().filter(|n| n.id != setup.me).map(|n| (n.id, n.address));
-        let (peers, forward_peers) = (Peers::new(others()), Peers::new(others()));
+        // With auth.required, this node proves its identity to every peer it calls.
+        let auth = identity.filter(|_| config.auth.required);
+        let (peers, forward_peers) = (Peers::new(others(), auth.clone()), Peers::new(others(), auth));
         let store = ShardStore::new(config.data_dir.join("shards"), core, cores);
         store.load().await?;
         let placement_dir = config.data_dir.join("placement");

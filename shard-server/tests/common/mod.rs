@@ -273,8 +273,11 @@ impl Node {
             if let Ok(mut client) = Client::connect(self.addr) {
                 let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
                 client.set_read_timeout(Some(left.min(Duration::from_secs(5)))).unwrap();
-                if client.ping().is_ok() {
-                    return StartOutcome::Ready;
+                match client.ping() {
+                    Ok(_) => return StartOutcome::Ready,
+                    // A node with auth.required answers, by refusing the unauthenticated ping.
+                    Err(e) if e.to_string().contains("requires authentication") => return StartOutcome::Ready,
+                    Err(_) => {}
                 }
             }
             if Instant::now() > deadline {
