@@ -105,8 +105,12 @@ pub struct ClusterCore {
     /// Segments rebuilt from shards for reads, most recent last.
     pub decoded: RefCell<Vec<Rc<shards::DecodedSegment>>>,
     pub closing: Cell<bool>,
-    /// Coding and scrubbing run one at a time per core.
-    pub background_busy: Cell<bool>,
+    /// A coding round is running on this core (one at a time).
+    pub coding_busy: Cell<bool>,
+    /// A scrub and repair round is running on this core (one at a time; it
+    /// runs beside coding, so a long, rate-limited scrub does not hold up
+    /// the coding of new segments).
+    pub scrub_busy: Cell<bool>,
     /// One repair pass at a time per core (background or asked for).
     pub repair_lock: Rc<glommio::sync::Semaphore>,
     pub last_scrub: Cell<Option<std::time::Instant>>,
@@ -145,7 +149,8 @@ impl ClusterCore {
             coded_hint: RefCell::new(HashMap::new()),
             decoded: RefCell::new(Vec::new()),
             closing: Cell::new(false),
-            background_busy: Cell::new(false),
+            coding_busy: Cell::new(false),
+            scrub_busy: Cell::new(false),
             repair_lock: Rc::new(glommio::sync::Semaphore::new(1)),
             // The first scrub comes one interval after start, not during it.
             last_scrub: Cell::new(Some(std::time::Instant::now())),
@@ -244,25 +249,29 @@ pub async fn tick(state: &Rc<CoreState>, cluster: &Rc<ClusterCore>) {
             }
         }
     }
-    if cluster.background_busy.replace(true) {
-        return;
+    if !cluster.coding_busy.replace(true) {
+        let (state, cluster) = (state.clone(), cluster.clone());
+        glommio::spawn_local(async move {
+            shards::code_sealed_segments(&state, &cluster).await;
+            cluster.coding_busy.set(false);
+        })
+        .detach();
     }
-    let (state, cluster) = (state.clone(), cluster.clone());
-    glommio::spawn_local(async move {
-        shards::code_sealed_segments(&state, &cluster).await;
-        let due = cluster
-            .last_scrub
-            .get()
-            .is_none_or(|t| t.elapsed() >= Duration::from_millis(cluster.settings.scrub_interval_ms));
-        if due {
-            cluster.last_scrub.set(Some(std::time::Instant::now()));
+    let due = cluster
+        .last_scrub
+        .get()
+        .is_none_or(|t| t.elapsed() >= Duration::from_millis(cluster.settings.scrub_interval_ms));
+    if due && !cluster.scrub_busy.replace(true) {
+        cluster.last_scrub.set(Some(std::time::Instant::now()));
+        let (state, cluster) = (state.clone(), cluster.clone());
+        glommio::spawn_local(async move {
             cluster.store.scrub(cluster.settings.repair_bytes_per_s).await;
             let report = shards::repair_pass(&state, &cluster, None, false).await;
             if report.shards_rebuilt > 0 || !report.errors.is_empty() {
                 tracing::info!(?report, "scrub and repair pass");
             }
-        }
-        cluster.background_busy.set(false);
-    })
-    .detach();
+            cluster.scrub_busy.set(false);
+        })
+        .detach();
+    }
 }

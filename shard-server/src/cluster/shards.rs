@@ -614,7 +614,17 @@ pub async fn repair_pass(state: &CoreState, cluster: &ClusterCore, only: Option<
     streams.retain(|s| owner_core(s, state.engine.cores()) == state.engine.core() && cluster.leads(s));
     for stream in streams {
         let (dir, _unreachable) = directory(cluster, &stream, verify).await;
+        // Segments this node still has to finish coding are the coder's, not repair's.
+        let local_sealed: Vec<u64> = state
+            .engine
+            .stream(&stream)
+            .map(|s| s.info(0).segments.iter().filter(|g| g.sealed).map(|g| g.base_offset).collect())
+            .unwrap_or_default();
         for (base, seg) in &dir {
+            let placed = cluster.placed.borrow().get(&stream).is_some_and(|p| p.contains_key(base));
+            if !placed && local_sealed.contains(base) {
+                continue;
+            }
             report.segments_checked += 1;
             let holders = cluster.membership.shard_holders(&stream, *base);
             for (index, holder) in holders.iter().enumerate() {
