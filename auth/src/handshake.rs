@@ -230,6 +230,11 @@ impl Session {
         tag
     }
 
+    /// Frames received and checked so far (the next one's sequence number).
+    pub fn frames_received(&self) -> u64 {
+        self.received
+    }
+
     /// The tag for the next frame this side sends.
     pub fn seal(&mut self, payload: &[u8]) -> [u8; TAG_BYTES] {
         let tag = Session::tag(&self.send_key, self.sent, payload);

@@ -17,11 +17,11 @@ use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use ddc_auth::account::{Account, Keypair};
-use ddc_auth::handshake::{ClientHandshake, HandshakeError, Session, NODE_HELLO_BYTES, TAG_BYTES};
+use ddc_auth::handshake::{ClientHandshake, HandshakeError, Session, NODE_HELLO_BYTES};
 use flatbuffers::FlatBufferBuilder;
 
 use crate::batch::{batches, encode_records};
-use crate::frame::{encode_frame_into, encode_header, FrameHeader, FRAME_HEADER_BYTES};
+use crate::frame::{encode_frame_into, FrameHeader, FRAME_HEADER_BYTES};
 use crate::message::{decode_response, encode_request_frame, Request, Response, StreamInfo};
 use crate::wire::{AckLevel, ErrorCode};
 use crate::FormatError;
@@ -92,8 +92,6 @@ pub struct Client {
     frame_bytes_max: u32,
     /// Present once the handshake is done: every frame is tagged.
     session: Option<Session>,
-    /// Tagged frames received and verified so far.
-    tagged_frames_received: u64,
 }
 
 impl Client {
@@ -119,7 +117,6 @@ impl Client {
             // large as the server's largest request frame (up to 64 MiB).
             frame_bytes_max: RESPONSE_BYTES_MAX,
             session: None,
-            tagged_frames_received: 0,
         })
     }
 
@@ -188,21 +185,9 @@ impl Client {
         let Some(session) = self.session.as_mut() else {
             return Ok(());
         };
-        let sequence = self.tagged_frames_received;
-        let opened = match payload.len().checked_sub(TAG_BYTES) {
-            Some(message_bytes) => {
-                let mut tag = [0u8; TAG_BYTES];
-                tag.copy_from_slice(&payload[message_bytes..]);
-                session.open(&payload[..message_bytes], &tag).map(|()| message_bytes)
-            }
-            None => Err(HandshakeError::BadTag { sequence }),
-        };
-        match opened {
-            Ok(message_bytes) => {
-                payload.truncate(message_bytes);
-                self.tagged_frames_received += 1;
-                Ok(())
-            }
+        let sequence = session.frames_received();
+        match crate::session::open_payload(session, payload) {
+            Ok(()) => Ok(()),
             Err(e) => {
                 // A node that refuses the ClientAuth answers with an untagged
                 // error (request id 0) in place of the first tagged frame.
@@ -231,7 +216,7 @@ impl Client {
         self.out.clear();
         encode_request_frame(&mut self.fbb, id, request, &mut self.out);
         if let Some(session) = self.session.as_mut() {
-            seal_frame(session, &mut self.out);
+            crate::session::seal_frame(session, &mut self.out, 0);
         }
         self.stream.write_all(&self.out)?;
         Ok(id)
@@ -351,25 +336,12 @@ impl Client {
     }
 }
 
-/// Append the session tag of the message in the whole frame `frame` and
-/// rewrite the header so its length and CRC cover message and tag.
-fn seal_frame(session: &mut Session, frame: &mut Vec<u8>) {
-    assert!(frame.len() >= FRAME_HEADER_BYTES);
-    let message_bytes = frame.len() - FRAME_HEADER_BYTES;
-    let tag = session.seal(&frame[FRAME_HEADER_BYTES..]);
-    frame.extend_from_slice(&tag);
-    let mut header = [0u8; FRAME_HEADER_BYTES];
-    encode_header(&frame[FRAME_HEADER_BYTES..], &mut header);
-    frame[..FRAME_HEADER_BYTES].copy_from_slice(&header);
-    assert_eq!(frame.len(), FRAME_HEADER_BYTES + message_bytes + TAG_BYTES);
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::TcpListener;
     use std::thread::JoinHandle;
 
-    use ddc_auth::handshake::NodeHandshake;
+    use ddc_auth::handshake::{NodeHandshake, TAG_BYTES};
 
     use super::*;
     use crate::frame::decode_frame;

@@ -37,6 +37,7 @@ pub mod frame;
 pub mod message;
 pub mod name;
 pub mod segment;
+pub mod session;
 pub mod shard;
 
 #[allow(

@@ -19,13 +19,14 @@ use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 
 use ddc_auth::account::Account;
-use ddc_auth::handshake::{NodeHandshake, Session, CLIENT_AUTH_BYTES, CLIENT_HELLO_BYTES, TAG_BYTES};
+use ddc_auth::handshake::{NodeHandshake, Session, CLIENT_AUTH_BYTES, CLIENT_HELLO_BYTES};
 use ddc_engine::owner_core;
 use ddc_engine::signal::Signal;
 use ddc_formats::frame::{encode_frame_into, FrameHeader, FRAME_HEADER_BYTES};
 use ddc_formats::message::{
     decode_request_envelope, encode_response_owned, peek_request_id, OwnedFrame, Request, Response,
 };
+use ddc_formats::session::{open_payload, seal_frame};
 use ddc_formats::wire::ErrorCode;
 use ddc_formats::FormatError;
 
@@ -85,19 +86,11 @@ impl Outbox {
         self.ready.notify();
     }
 
-    /// The bytes to write for `frame`: as they are, or, in a session, re-framed
-    /// with the payload's tag appended.
-    fn wire_bytes<'a>(&self, frame: &'a OwnedFrame, tagged: &'a mut Vec<u8>) -> &'a [u8] {
-        let mut session = self.session.borrow_mut();
-        let Some(session) = session.as_mut() else { return frame.bytes() };
-        let payload = &frame.bytes()[FRAME_HEADER_BYTES..];
-        let tag = session.seal(payload);
-        let mut body = Vec::with_capacity(payload.len() + TAG_BYTES);
-        body.extend_from_slice(payload);
-        body.extend_from_slice(&tag);
-        tagged.clear();
-        encode_frame_into(&body, tagged);
-        tagged
+    /// In a session, tag `frame` in place before it is written (tags follow write order).
+    fn seal(&self, frame: &mut OwnedFrame) {
+        if let Some(session) = self.session.borrow_mut().as_mut() {
+            seal_frame(session, &mut frame.buf, frame.start);
+        }
     }
 
     fn recycle(&self, buf: Vec<u8>) {
@@ -144,9 +137,9 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
                 if frames.is_empty() {
                     break; // closed and drained
                 }
-                let mut tagged = Vec::new();
-                for (frame, _permits) in frames {
-                    let bytes = outbox.wire_bytes(&frame, &mut tagged);
+                for (mut frame, _permits) in frames {
+                    outbox.seal(&mut frame);
+                    let bytes = frame.bytes();
                     if bytes.len() < 16 << 10 {
                         small.extend_from_slice(bytes);
                         outbox.recycle(frame.buf);
@@ -233,17 +226,9 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
             }
         }
         if account.is_some() {
-            let opened = match payload.len().checked_sub(TAG_BYTES) {
-                Some(at) => {
-                    let tag: [u8; TAG_BYTES] = payload[at..].try_into().unwrap_or([0; TAG_BYTES]);
-                    payload.truncate(at);
-                    outbox
-                        .session
-                        .borrow_mut()
-                        .as_mut()
-                        .map_or(Ok(()), |s| s.open(&payload, &tag).map_err(|e| e.to_string()))
-                }
-                None => Err("frame shorter than its session tag".to_owned()),
+            let opened = match outbox.session.borrow_mut().as_mut() {
+                Some(session) => open_payload(session, &mut payload).map_err(|e| e.to_string()),
+                None => Ok(()),
             };
             if let Err(reason) = opened {
                 tracing::warn!(%peer, %reason, "frame failed its session tag; closing connection");

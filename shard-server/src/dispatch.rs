@@ -127,9 +127,14 @@ fn leader_is_behind(cluster: &ClusterCore, stream: &str) -> bool {
 
 fn fetch_max_bytes(state: &CoreState, request: &Request<'_>) -> u32 {
     match request {
-        Request::Fetch { max_bytes, .. } => (*max_bytes).min(state.frame_bytes_max.saturating_sub(4096)).max(1),
+        Request::Fetch { max_bytes, .. } => fetch_limit(state, *max_bytes),
         _ => 1,
     }
+}
+
+/// A fetch's byte limit, leaving room for the envelope inside the largest frame.
+fn fetch_limit(state: &CoreState, max_bytes: u32) -> u32 {
+    max_bytes.min(state.frame_bytes_max.saturating_sub(4096)).max(1)
 }
 
 fn not_leader(cluster: &ClusterCore, stream: &str) -> Response {
@@ -154,8 +159,7 @@ async fn serve(state: &CoreState, request: &Request<'_>) -> Result<Response, Eng
         }
         Request::Fetch { stream, offset, max_bytes, max_wait_ms } => {
             let stream = engine.stream(stream)?;
-            // Leave room for the envelope inside the largest frame.
-            let max_bytes = max_bytes.min(state.frame_bytes_max.saturating_sub(4096)).max(1);
+            let max_bytes = fetch_limit(state, max_bytes);
             let mut out = stream.read(offset, max_bytes).await?;
             if out.batches.is_empty() && max_wait_ms > 0 {
                 let wait = Duration::from_millis(u64::from(max_wait_ms.min(state.fetch_wait_max_ms)));

@@ -21,11 +21,12 @@ use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
 use ddc_auth::account::{Account, Keypair};
-use ddc_auth::handshake::{ClientHandshake, Session, TAG_BYTES};
+use ddc_auth::handshake::{ClientHandshake, Session};
 use ddc_cluster::membership::NodeId;
 use ddc_formats::client::RESPONSE_BYTES_MAX;
 use ddc_formats::frame::{encode_frame_into, FrameHeader, FRAME_HEADER_BYTES};
 use ddc_formats::message::{decode_response, encode_request_frame_envelope, Request, Response};
+use ddc_formats::session::{open_payload, seal_frame};
 
 /// After a connect timed out, calls fail without trying again for this long.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
@@ -178,24 +179,16 @@ impl Peer {
         let conn = self.connection().await?;
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        let mut plain = Vec::new();
-        encode_request_frame_envelope(&mut self.fbb.borrow_mut(), id, forwarded, request, &mut plain);
+        let mut frame = Vec::new();
+        encode_request_frame_envelope(&mut self.fbb.borrow_mut(), id, forwarded, request, &mut frame);
         let (tx, rx) = oneshot::channel();
         conn.pending.borrow_mut().insert(id, tx);
         let written = {
             let _lock = conn.write_lock.acquire_permit(1).await.map_err(|_| self.unreachable("shutting down"))?;
             // Tags follow the order frames are written in, so they are made under the lock.
-            let frame = match conn.session.borrow_mut().as_mut() {
-                Some(session) => {
-                    let mut body = plain[FRAME_HEADER_BYTES..].to_vec();
-                    let tag = session.seal(&body);
-                    body.extend_from_slice(&tag);
-                    let mut framed = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
-                    encode_frame_into(&body, &mut framed);
-                    framed
-                }
-                None => std::mem::take(&mut plain),
-            };
+            if let Some(session) = conn.session.borrow_mut().as_mut() {
+                seal_frame(session, &mut frame, 0);
+            }
             let writer = conn.writer.borrow_mut().take();
             match writer {
                 Some(mut w) => {
@@ -261,12 +254,7 @@ async fn read_responses(mut reader: futures_lite::io::ReadHalf<TcpStream>, conn:
             break format!("bad response frame: {e}");
         }
         if let Some(session) = conn.session.borrow_mut().as_mut() {
-            let Some(at) = payload.len().checked_sub(TAG_BYTES) else {
-                break "response shorter than its session tag".to_owned();
-            };
-            let tag: [u8; TAG_BYTES] = payload[at..].try_into().unwrap_or([0; TAG_BYTES]);
-            payload.truncate(at);
-            if let Err(e) = session.open(&payload, &tag) {
+            if let Err(e) = open_payload(session, &mut payload) {
                 break format!("response failed its session tag: {e}");
             }
         }

@@ -274,12 +274,8 @@ async fn push_to_follower(cluster: Rc<ClusterCore>, r: Rc<Replicator>, f: Rc<Fol
         // Learn where the follower is.
         let mut cursor = match r.answer(&f, push(&cluster, &stream, &peer, 0, Vec::new()).await) {
             Answer::At(c) => c,
-            Answer::Behind => {
-                glommio::timer::sleep(BEHIND_RETRY).await;
-                continue 'connection;
-            }
-            Answer::Failed => {
-                back_off(&mut backoff).await;
+            other => {
+                pause_after(other, &mut backoff).await;
                 continue 'connection;
             }
         };
@@ -319,12 +315,8 @@ async fn push_to_follower(cluster: Rc<ClusterCore>, r: Rc<Replicator>, f: Rc<Fol
                         sent = cursor; // the follower fell behind what was sent: resend from where it is
                     }
                 }
-                Answer::Behind => {
-                    glommio::timer::sleep(BEHIND_RETRY).await;
-                    continue 'connection;
-                }
-                Answer::Failed => {
-                    back_off(&mut backoff).await;
+                other => {
+                    pause_after(other, &mut backoff).await;
                     continue 'connection;
                 }
             }
@@ -377,9 +369,15 @@ enum Answer {
 /// How long a leader that is behind a follower waits before asking again.
 const BEHIND_RETRY: Duration = Duration::from_secs(5);
 
-async fn back_off(backoff: &mut Duration) {
-    glommio::timer::sleep(*backoff).await;
-    *backoff = (*backoff * 2).min(Duration::from_secs(2));
+/// Wait before reconnecting after an answer that stops the push loop.
+async fn pause_after(answer: Answer, backoff: &mut Duration) {
+    match answer {
+        Answer::Behind => glommio::timer::sleep(BEHIND_RETRY).await,
+        Answer::Failed | Answer::At(_) => {
+            glommio::timer::sleep(*backoff).await;
+            *backoff = (*backoff * 2).min(Duration::from_secs(2));
+        }
+    }
 }
 
 impl Replicator {
