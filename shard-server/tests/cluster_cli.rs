@@ -144,7 +144,7 @@ fn local_cluster_up_status_stop_start_down_and_up_again() {
     assert!(cluster_file.contains("erasure_coding_total = 3"), "{cluster_file}");
 
     let (code, states, all) = status(root);
-    assert!(code == 0 || code == EXIT_DEGRADED, "{all}");
+    assert_eq!(code, 0, "every node up and nothing degraded: {all}");
     expect_states(&states, ["up", "up", "up"], &all);
     let json = ddc(&["cluster", "status", "--data-dir", root, "--json"]);
     let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status --json prints JSON");
@@ -174,7 +174,7 @@ fn local_cluster_up_status_stop_start_down_and_up_again() {
     assert!(alive(restarted));
     assert_ne!(restarted, killed);
     let (code, states, all) = status(root);
-    assert!(code == 0 || code == EXIT_DEGRADED, "{all}");
+    assert_eq!(code, 0, "every node up and nothing degraded: {all}");
     expect_states(&states, ["up", "up", "up"], &all);
 
     // Down: every process goes, the state says so, and status sees nobody.
