@@ -111,6 +111,7 @@ impl fmt::Display for Account {
 }
 
 /// An ed25519 key pair.
+#[derive(Clone)]
 pub struct Keypair {
     signing: ed25519_dalek::SigningKey,
 }

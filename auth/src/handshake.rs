@@ -43,6 +43,9 @@ pub const NODE_HELLO_BYTES: usize = 4 + 32 + 32 + 64;
 pub const CLIENT_AUTH_BYTES: usize = 4 + 32 + 64;
 pub const TAG_BYTES: usize = 16;
 
+/// Bytes of a session id ([`Session::id`]).
+pub const SESSION_ID_BYTES: usize = 16;
+
 const CLIENT_HELLO_MAGIC: [u8; 4] = *b"DDH1";
 const NODE_HELLO_MAGIC: [u8; 4] = *b"DDH2";
 const CLIENT_AUTH_MAGIC: [u8; 4] = *b"DDH3";
@@ -206,6 +209,7 @@ pub struct Session {
     recv_key: [u8; 32],
     sent: u64,
     received: u64,
+    id: [u8; SESSION_ID_BYTES],
 }
 
 impl Session {
@@ -218,7 +222,16 @@ impl Session {
             Side::Client => (c2n, n2c),
             Side::Node => (n2c, c2n),
         };
-        Session { send_key, recv_key, sent: 0, received: 0 }
+        let mut id = [0u8; SESSION_ID_BYTES];
+        id.copy_from_slice(&blake3::derive_key("ddc session v1 id", &material)[..SESSION_ID_BYTES]);
+        Session { send_key, recv_key, sent: 0, received: 0, id }
+    }
+
+    /// Names this session to both sides (derived from the handshake, so a
+    /// third party cannot choose it): consumers' usage acknowledgments carry
+    /// it as their session nonce.
+    pub fn id(&self) -> [u8; SESSION_ID_BYTES] {
+        self.id
     }
 
     fn tag(key: &[u8; 32], sequence: u64, payload: &[u8]) -> [u8; TAG_BYTES] {
@@ -272,6 +285,9 @@ mod tests {
         let (mut cs, mut ns, client_seen, node_seen) = handshake(&client, &node);
         assert_eq!(client_seen, client.account());
         assert_eq!(node_seen, node.account());
+        assert_eq!(cs.id(), ns.id(), "both sides name the session alike");
+        let (other, _, _, _) = handshake(&client, &node);
+        assert_ne!(cs.id(), other.id(), "every handshake gives a new session id");
         for i in 0..5u8 {
             let tag = cs.seal(&[i; 10]);
             ns.open(&[i; 10], &tag).unwrap();

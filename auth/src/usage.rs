@@ -51,6 +51,9 @@ use std::collections::HashMap;
 
 use crate::account::{Account, Keypair};
 
+mod report;
+pub use report::{UsageReport, USAGE_REPORT_MAGIC, USAGE_REPORT_SIGNING_DOMAIN};
+
 /// Bytes of one encoded [`CustomerUsage`] or [`NodeUsage`].
 pub const USAGE_BYTES: usize = 32;
 
@@ -138,6 +141,92 @@ pub enum UsageError {
         served: u64,
         /// What the acknowledgment claims.
         acked: u64,
+    },
+    /// Two bucket entries of a usage report have the same bucket id.
+    #[error("usage report lists bucket {bucket} twice")]
+    DuplicateBucket {
+        /// The repeated bucket id.
+        bucket: u64,
+    },
+    /// Bucket ids of an encoded usage report are not increasing.
+    #[error("usage report lists bucket {got} after bucket {previous}")]
+    BucketsOutOfOrder {
+        /// The id of the entry before.
+        previous: u64,
+        /// The id that is not greater.
+        got: u64,
+    },
+    /// A usage report's node usage is not the sum of its bucket usages.
+    #[error("usage report states node usage {stated:?}, but its buckets sum to {summed:?}")]
+    NodeUsageMismatch {
+        /// The node usage the report states.
+        stated: NodeUsage,
+        /// The field-wise sum of its bucket usages.
+        summed: NodeUsage,
+    },
+    /// A usage report holds the same consumer acknowledgment twice.
+    #[error("usage report holds the ack of {consumer} for bucket {bucket}, request_seq {request_seq} twice")]
+    DuplicateAck {
+        /// The acknowledgment's bucket.
+        bucket: u64,
+        /// The acknowledgment's consumer.
+        consumer: Account,
+        /// The acknowledgment's `request_seq`.
+        request_seq: u64,
+    },
+    /// The acknowledgments of an encoded usage report are not in the order
+    /// [`UsageReport::sign`] puts them in.
+    #[error("consumer ack {index} of a usage report is not after the one before it")]
+    AcksOutOfOrder {
+        /// Position of the acknowledgment, counting from 0.
+        index: usize,
+    },
+    /// A usage report has more bucket entries than [`UsageReport::BUCKETS_MAX`].
+    #[error("usage report has {count} buckets, at most {max} are allowed")]
+    TooManyBuckets {
+        /// The number of entries.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A usage report has more acknowledgments than [`UsageReport::ACKS_MAX`].
+    #[error("usage report has {count} consumer acks, at most {max} are allowed")]
+    TooManyAcks {
+        /// The number of acknowledgments.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Fewer bytes than the shortest usage report (no bucket, no ack).
+    #[error("{actual} bytes are too few for a usage report, which has at least {minimum}")]
+    ReportTooShort {
+        /// The length that was given.
+        actual: usize,
+        /// [`UsageReport::BYTES_MIN`].
+        minimum: usize,
+    },
+    /// The bytes do not start with [`USAGE_REPORT_MAGIC`].
+    #[error("not a usage report: the first bytes are {found:?}, not \"DDCU\"")]
+    NotAUsageReport {
+        /// The first four bytes.
+        found: [u8; 4],
+    },
+    /// The usage report has a version this code does not know.
+    #[error("unknown usage report version {0}, expected {expected}", expected = UsageReport::VERSION)]
+    UnknownReportVersion(u8),
+    /// A reserved byte of a usage report is not zero.
+    #[error("reserved byte {offset} of a usage report is {value}, not zero")]
+    ReportReservedNotZero {
+        /// Offset of the byte in the report.
+        offset: usize,
+        /// Its value.
+        value: u8,
+    },
+    /// The usage report's signature is not the node's over the report.
+    #[error("usage report signature does not verify for node {node}")]
+    BadReportSignature {
+        /// The node the report claims signed it.
+        node: Account,
     },
 }
 

@@ -11,18 +11,28 @@
 //! `message | 16-byte session tag` as its payload, and a frame whose tag does
 //! not verify closes the connection. Without an identity nothing changes:
 //! the frames are byte for byte those of an unauthenticated client.
+//!
+//! An authenticated client also acknowledges what it receives, as Cere's
+//! activity capture does: after every fetch answer it sends a
+//! [`UsageAck`](Request::UsageAck), a `ddc_auth::usage::ConsumerAck` signed
+//! with its key that counts the bytes (the answer's `batches`) and fetch
+//! answers received so far in this session for the stream's bucket. The
+//! acknowledgment is not waited for: its answer is consumed by the next
+//! [`Client::recv`], and a refusal is kept for [`Client::flush_usage_acks`].
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use ddc_auth::account::{Account, Keypair};
-use ddc_auth::handshake::{ClientHandshake, HandshakeError, Session, NODE_HELLO_BYTES};
+use ddc_auth::handshake::{ClientHandshake, HandshakeError, Session, NODE_HELLO_BYTES, SESSION_ID_BYTES};
+use ddc_auth::usage::ConsumerAck;
 use flatbuffers::FlatBufferBuilder;
 
 use crate::batch::{batches, encode_records};
 use crate::frame::{encode_frame_into, FrameHeader, FRAME_HEADER_BYTES};
-use crate::message::{decode_response, encode_request_frame, Request, Response, StreamInfo};
+use crate::message::{decode_response, encode_request_frame_envelope, Request, Response, StreamInfo};
 use crate::wire::{AckLevel, ErrorCode};
 use crate::FormatError;
 
@@ -92,6 +102,23 @@ pub struct Client {
     frame_bytes_max: u32,
     /// Present once the handshake is done: every frame is tagged.
     session: Option<Session>,
+    /// Present once the handshake is done: fetch answers are acknowledged.
+    acks: Option<UsageAcks>,
+}
+
+/// The consumer side of usage acknowledgments on one authenticated connection.
+struct UsageAcks {
+    me: Keypair,
+    node: Account,
+    session: [u8; SESSION_ID_BYTES],
+    /// Sequence number of the last acknowledgment sent.
+    seq: u64,
+    /// Per bucket: bytes and fetch answers received in this session.
+    received: HashMap<u64, (u64, u64)>,
+    /// Request ids of acknowledgments whose answer has not been read.
+    pending: HashSet<u64>,
+    /// Why the node refused acknowledgments, if it did.
+    refused: Vec<String>,
 }
 
 impl Client {
@@ -117,6 +144,7 @@ impl Client {
             // large as the server's largest request frame (up to 64 MiB).
             frame_bytes_max: RESPONSE_BYTES_MAX,
             session: None,
+            acks: None,
         })
     }
 
@@ -134,6 +162,11 @@ impl Client {
         let node = client.handshake(me, expected_node)?;
         client.stream.set_read_timeout(None)?;
         Ok((client, node))
+    }
+
+    /// The session id of an authenticated connection (what usage acknowledgments name).
+    pub fn session_id(&self) -> Option<[u8; SESSION_ID_BYTES]> {
+        self.acks.as_ref().map(|a| a.session)
     }
 
     /// Whether frames on this connection carry session tags.
@@ -158,6 +191,15 @@ impl Client {
         let (auth, node, session) = state.finish(&node_hello, me, expected_node)?;
         self.write_frame(&auth)?;
         // The node answers nothing; a refusal of the ClientAuth arrives as the first frame `recv` reads.
+        self.acks = Some(UsageAcks {
+            me: me.clone(),
+            node,
+            session: session.id(),
+            seq: 0,
+            received: HashMap::new(),
+            pending: HashSet::new(),
+            refused: Vec::new(),
+        });
         self.session = Some(session);
         Ok(node)
     }
@@ -211,10 +253,17 @@ impl Client {
 
     /// Send a request without waiting; returns its request id.
     pub fn send(&mut self, request: &Request<'_>) -> Result<u64, ClientError> {
+        self.send_envelope(request, false)
+    }
+
+    /// [`Client::send`] with the envelope's `forwarded` flag, which nodes set
+    /// when they pass a client's request on. A node that requires
+    /// authentication refuses it from anyone but a cluster member.
+    pub fn send_envelope(&mut self, request: &Request<'_>, forwarded: bool) -> Result<u64, ClientError> {
         let id = self.next_request_id;
         self.next_request_id += 1;
         self.out.clear();
-        encode_request_frame(&mut self.fbb, id, request, &mut self.out);
+        encode_request_frame_envelope(&mut self.fbb, id, forwarded, request, &mut self.out);
         if let Some(session) = self.session.as_mut() {
             crate::session::seal_frame(session, &mut self.out, 0);
         }
@@ -227,8 +276,60 @@ impl Client {
         Ok(self.stream.write_all(bytes)?)
     }
 
-    /// Receive the next response, whichever request it answers.
+    /// Receive the next response, whichever request it answers. Answers to
+    /// usage acknowledgments the client sent on its own are consumed here.
     pub fn recv(&mut self) -> Result<(u64, Response), ClientError> {
+        loop {
+            let (id, response) = self.recv_one()?;
+            if let Some(acks) = self.acks.as_mut() {
+                if acks.pending.remove(&id) {
+                    if let Response::Error { message, .. } = response {
+                        acks.refused.push(message);
+                    }
+                    continue;
+                }
+            }
+            return Ok((id, response));
+        }
+    }
+
+    /// Sign and send (without waiting) the acknowledgment of a fetch answer
+    /// of `bytes` batch bytes from `stream`.
+    fn acknowledge_fetch(&mut self, stream: &str, bytes: u64) -> Result<(), ClientError> {
+        let Some(acks) = self.acks.as_mut() else { return Ok(()) };
+        let bucket = crate::name::bucket_of(stream).unwrap_or(0);
+        let received = acks.received.entry(bucket).or_default();
+        received.0 += bytes;
+        received.1 += 1;
+        acks.seq += 1;
+        let ack = ConsumerAck::sign(&acks.me, bucket, acks.node, acks.session, acks.seq, received.0, received.1);
+        let encoded = ack.encode();
+        let id = self.send(&Request::UsageAck { ack: &encoded })?;
+        if let Some(acks) = self.acks.as_mut() {
+            acks.pending.insert(id);
+        }
+        Ok(())
+    }
+
+    /// Wait for the answers to every usage acknowledgment sent so far and
+    /// return the node's reasons for those it refused (empty: all kept).
+    pub fn flush_usage_acks(&mut self) -> Result<Vec<String>, ClientError> {
+        while self.acks.as_ref().is_some_and(|a| !a.pending.is_empty()) {
+            let (id, response) = self.recv_one()?;
+            if let Some(acks) = self.acks.as_mut() {
+                if acks.pending.remove(&id) {
+                    if let Response::Error { message, .. } = response {
+                        acks.refused.push(message);
+                    }
+                } else {
+                    return Err(ClientError::Unexpected(format!("answer to request {id} while waiting for acks")));
+                }
+            }
+        }
+        Ok(self.acks.as_mut().map(|a| std::mem::take(&mut a.refused)).unwrap_or_default())
+    }
+
+    fn recv_one(&mut self) -> Result<(u64, Response), ClientError> {
         let mut payload = self.read_frame(self.frame_bytes_max)?;
         if self.session.is_some() {
             self.open_tagged(&mut payload)?;
@@ -279,7 +380,10 @@ impl Client {
         max_wait_ms: u32,
     ) -> Result<(Vec<u8>, u64), ClientError> {
         match self.call(&Request::Fetch { stream, offset, max_bytes, max_wait_ms })? {
-            Response::Fetch { batches, high_watermark, .. } => Ok((batches, high_watermark)),
+            Response::Fetch { batches, high_watermark, .. } => {
+                self.acknowledge_fetch(stream, batches.len() as u64)?;
+                Ok((batches, high_watermark))
+            }
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -327,6 +431,25 @@ impl Client {
         }
     }
 
+    /// Present a grant chain (`ddc_auth::grant::GrantChain` encoding) for the
+    /// rest of the connection; returns the bucket, the operation bits the
+    /// chain gives this client and when it expires (Unix ms).
+    pub fn present_grants(&mut self, chain: &[u8]) -> Result<(u64, u16, u64), ClientError> {
+        match self.call(&Request::PresentGrants { chain })? {
+            Response::PresentGrants { bucket, operations, expires_ms } => Ok((bucket, operations, expires_ms)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The node's signed usage report (`ddc_auth::usage::UsageReport`
+    /// encoding) for one bucket, or every bucket with `None`.
+    pub fn usage(&mut self, bucket: Option<u64>) -> Result<Vec<u8>, ClientError> {
+        match self.call(&Request::Usage { bucket })? {
+            Response::Usage { report } => Ok(report),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Round trip; returns the server's version string.
     pub fn ping(&mut self) -> Result<String, ClientError> {
         match self.call(&Request::Ping { nonce: 1 })? {
@@ -345,6 +468,7 @@ mod tests {
 
     use super::*;
     use crate::frame::decode_frame;
+    use crate::message::encode_request_frame;
     use crate::message::{decode_request, encode_response_frame};
 
     const TIMEOUT: Duration = Duration::from_secs(10);

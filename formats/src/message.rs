@@ -64,6 +64,18 @@ pub enum Request<'a> {
     Repair {
         stream: Option<&'a str>,
     },
+    /// A grant chain (ddc_auth::grant::GrantChain encoding) for the rest of the connection.
+    PresentGrants {
+        chain: &'a [u8],
+    },
+    /// A consumer's signed acknowledgment (ddc_auth::usage::ConsumerAck encoding).
+    UsageAck {
+        ack: &'a [u8],
+    },
+    /// The usage this node accounted for one bucket, or all of them.
+    Usage {
+        bucket: Option<u64>,
+    },
 }
 
 impl Request<'_> {
@@ -79,7 +91,12 @@ impl Request<'_> {
             | Request::GetShard { stream, .. } => Some(stream),
             Request::ListShards { stream, .. } | Request::Repair { stream } => *stream,
             // The stream is inside the shard header; the server decodes it to route.
-            Request::PutShard { .. } | Request::ListStreams | Request::Ping { .. } => None,
+            Request::PutShard { .. }
+            | Request::ListStreams
+            | Request::Ping { .. }
+            | Request::PresentGrants { .. }
+            | Request::UsageAck { .. }
+            | Request::Usage { .. } => None,
         }
     }
 }
@@ -138,19 +155,56 @@ pub struct StreamInfo {
 /// A response, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Produce { base_offset: u64, record_count: u32 },
-    Fetch { batches: Vec<u8>, high_watermark: u64, log_start_offset: u64 },
-    CreateStream { created: bool },
-    ListStreams { streams: Vec<String> },
+    Produce {
+        base_offset: u64,
+        record_count: u32,
+    },
+    Fetch {
+        batches: Vec<u8>,
+        high_watermark: u64,
+        log_start_offset: u64,
+    },
+    CreateStream {
+        created: bool,
+    },
+    ListStreams {
+        streams: Vec<String>,
+    },
     StreamInfo(StreamInfo),
-    Ping { nonce: u64, server_version: String },
-    Error { code: ErrorCode, message: String },
-    Seal { sealed_base_offset: Option<u64> },
-    Replicate { next_offset: u64 },
+    Ping {
+        nonce: u64,
+        server_version: String,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    Seal {
+        sealed_base_offset: Option<u64>,
+    },
+    Replicate {
+        next_offset: u64,
+    },
     PutShard,
-    GetShard { header: Vec<u8>, body: Vec<u8> },
-    ListShards { shards: Vec<ShardEntry> },
+    GetShard {
+        header: Vec<u8>,
+        body: Vec<u8>,
+    },
+    ListShards {
+        shards: Vec<ShardEntry>,
+    },
     Repair(RepairReport),
+    /// What the presented chain gives this connection's account.
+    PresentGrants {
+        bucket: u64,
+        operations: u16,
+        expires_ms: u64,
+    },
+    UsageAck,
+    /// A signed usage report (ddc_auth::usage::UsageReport encoding).
+    Usage {
+        report: Vec<u8>,
+    },
 }
 
 fn malformed(e: flatbuffers::InvalidFlatbuffer) -> FormatError {
@@ -238,6 +292,18 @@ pub fn decode_request_envelope(payload: &[u8]) -> Result<(u64, bool, Request<'_>
         Body::RepairRequest => {
             let r = message.body_as_repair_request().ok_or_else(|| missing("body"))?;
             Request::Repair { stream: r.stream() }
+        }
+        Body::PresentGrantsRequest => {
+            let r = message.body_as_present_grants_request().ok_or_else(|| missing("body"))?;
+            Request::PresentGrants { chain: r.chain().bytes() }
+        }
+        Body::UsageAckRequest => {
+            let r = message.body_as_usage_ack_request().ok_or_else(|| missing("body"))?;
+            Request::UsageAck { ack: r.ack().bytes() }
+        }
+        Body::UsageRequest => {
+            let r = message.body_as_usage_request().ok_or_else(|| missing("body"))?;
+            Request::Usage { bucket: (!r.all()).then_some(r.bucket()) }
         }
         other => {
             return Err(FormatError::Invalid {
@@ -358,6 +424,15 @@ pub fn decode_response(payload: &[u8]) -> Result<(u64, Response), FormatError> {
                 errors: r.errors().map(|v| v.iter().map(str::to_owned).collect()).unwrap_or_default(),
             })
         }
+        Body::PresentGrantsResponse => {
+            let r = message.body_as_present_grants_response().ok_or_else(|| missing("body"))?;
+            Response::PresentGrants { bucket: r.bucket(), operations: r.operations(), expires_ms: r.expires_ms() }
+        }
+        Body::UsageAckResponse => Response::UsageAck,
+        Body::UsageResponse => {
+            let r = message.body_as_usage_response().ok_or_else(|| missing("body"))?;
+            Response::Usage { report: r.report().map(|b| b.bytes().to_vec()).unwrap_or_default() }
+        }
         other => {
             return Err(FormatError::Invalid {
                 what: "message",
@@ -470,6 +545,23 @@ pub fn encode_request_frame_envelope(
             let stream = stream.map(|s| fbb.create_string(s));
             let r = wire::RepairRequest::create(fbb, &wire::RepairRequestArgs { stream });
             (Body::RepairRequest, r.as_union_value())
+        }
+        Request::PresentGrants { chain } => {
+            let chain = fbb.create_vector(chain);
+            let r = wire::PresentGrantsRequest::create(fbb, &wire::PresentGrantsRequestArgs { chain: Some(chain) });
+            (Body::PresentGrantsRequest, r.as_union_value())
+        }
+        Request::UsageAck { ack } => {
+            let ack = fbb.create_vector(ack);
+            let r = wire::UsageAckRequest::create(fbb, &wire::UsageAckRequestArgs { ack: Some(ack) });
+            (Body::UsageAckRequest, r.as_union_value())
+        }
+        Request::Usage { bucket } => {
+            let r = wire::UsageRequest::create(
+                fbb,
+                &wire::UsageRequestArgs { bucket: bucket.unwrap_or(0), all: bucket.is_none() },
+            );
+            (Body::UsageRequest, r.as_union_value())
         }
     };
     let message = wire::Message::create(fbb, &wire::MessageArgs { request_id, body_type, body: Some(body), forwarded });
@@ -664,6 +756,22 @@ fn build_response(fbb: &mut FlatBufferBuilder<'_>, request_id: u64, response: &R
             );
             (Body::RepairResponse, r.as_union_value())
         }
+        &Response::PresentGrants { bucket, operations, expires_ms } => {
+            let r = wire::PresentGrantsResponse::create(
+                fbb,
+                &wire::PresentGrantsResponseArgs { bucket, operations, expires_ms },
+            );
+            (Body::PresentGrantsResponse, r.as_union_value())
+        }
+        Response::UsageAck => {
+            let r = wire::UsageAckResponse::create(fbb, &wire::UsageAckResponseArgs {});
+            (Body::UsageAckResponse, r.as_union_value())
+        }
+        Response::Usage { report } => {
+            let report = fbb.create_vector(report);
+            let r = wire::UsageResponse::create(fbb, &wire::UsageResponseArgs { report: Some(report) });
+            (Body::UsageResponse, r.as_union_value())
+        }
     };
     let message =
         wire::Message::create(fbb, &wire::MessageArgs { request_id, body_type, body: Some(body), forwarded: false });
@@ -712,6 +820,11 @@ mod tests {
         round_trip_request(Request::ListShards { stream: Some("t"), verify: false });
         round_trip_request(Request::Repair { stream: None });
         round_trip_request(Request::Repair { stream: Some("r") });
+        round_trip_request(Request::PresentGrants { chain: &[1, 0, 0, 0, 9] });
+        round_trip_request(Request::UsageAck { ack: &[7; 184] });
+        round_trip_request(Request::Usage { bucket: Some(0) });
+        round_trip_request(Request::Usage { bucket: Some(u64::MAX) });
+        round_trip_request(Request::Usage { bucket: None });
     }
 
     #[test]
@@ -757,6 +870,9 @@ mod tests {
             Response::ListShards {
                 shards: vec![ShardEntry { header: vec![3; 512], healthy: false, detail: "bitrot".into() }],
             },
+            Response::PresentGrants { bucket: 7, operations: 3, expires_ms: u64::MAX },
+            Response::UsageAck,
+            Response::Usage { report: vec![4; 300] },
             Response::Repair(RepairReport {
                 segments_checked: 3,
                 shards_missing: 1,

@@ -27,9 +27,39 @@ pub fn validate_stream_name(name: &str) -> Result<(), FormatError> {
     Ok(())
 }
 
+/// The bucket a stream lives in: a stream named `b<id>.<rest>` (for example
+/// `b7.orders`) is in bucket `id`, written in canonical decimal (no sign, no
+/// leading zero, fits a `u64`) and followed by a non-empty rest. Any other
+/// name is in no bucket, which only nodes without `auth.required` accept.
+/// The bucket is part of the name so that every layer below authorization
+/// (engine, replication, shards) stays unaware of buckets.
+pub fn bucket_of(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix('b')?;
+    let (digits, tail) = rest.split_once('.')?;
+    if tail.is_empty() || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if digits.len() > 1 && digits.starts_with('0') {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_prefix() {
+        assert_eq!(bucket_of("b7.orders"), Some(7));
+        assert_eq!(bucket_of("b0.x"), Some(0));
+        assert_eq!(bucket_of("b18446744073709551615.x.y"), Some(u64::MAX));
+        for none in
+            ["orders", "b7", "b7.", "b.x", "b07.x", "b18446744073709551616.x", "B7.x", "b-7.x", "b+7.x", "xb7.y"]
+        {
+            assert_eq!(bucket_of(none), None, "{none}");
+        }
+    }
 
     #[test]
     fn accepts_and_refuses() {

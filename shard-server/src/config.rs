@@ -22,18 +22,48 @@ pub struct NodeConfig {
     pub server: ServerSection,
     pub cluster: ClusterSection,
     pub auth: AuthSection,
+    pub usage: UsageSection,
 }
 
-/// Connection authentication (docs/SECURITY.md, "Connection handshake").
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Connection authentication and authorization (docs/SECURITY.md).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
-    /// Refuse connections that do not start with a handshake, and node-to-node
-    /// requests from connections that are not cluster members. Off by default:
+    /// Refuse connections that do not start with a handshake, node-to-node
+    /// requests from connections that are not cluster members, and every
+    /// request on a bucket the account may not use. Off by default:
     /// clients may still authenticate, and then every frame is tagged.
     pub required: bool,
     /// This node's key file when it runs alone (in a cluster, `cluster.node_key_file`).
+    /// Unset: `<data_dir>/node.key`, created on first start.
     pub node_key_file: Option<PathBuf>,
+    /// The bucket registry (owners, public flags, revoked grants); see docs/SECURITY.md.
+    pub buckets_file: Option<PathBuf>,
+    /// How often each core checks `buckets_file` for changes.
+    pub buckets_reload_ms: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection { required: false, node_key_file: None, buckets_file: None, buckets_reload_ms: 1_000 }
+    }
+}
+
+/// Usage accounting (docs/SECURITY.md "Usage").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSection {
+    /// How often each core fdatasyncs its usage journal. Usage is written before
+    /// each answer, so a killed process loses none; a power loss can lose this window.
+    pub sync_interval_ms: u64,
+    /// A core's journal is compacted into a snapshot when its log grows past this.
+    pub journal_compact_bytes: u64,
+}
+
+impl Default for UsageSection {
+    fn default() -> Self {
+        UsageSection { sync_interval_ms: 1_000, journal_compact_bytes: 64 << 20 }
+    }
 }
 
 /// Cluster mode. With `membership_file` empty the node runs alone (no replication, no coding).
@@ -123,6 +153,7 @@ impl Default for NodeConfig {
             server: ServerSection::default(),
             cluster: ClusterSection::default(),
             auth: AuthSection::default(),
+            usage: UsageSection::default(),
         }
     }
 }
@@ -194,16 +225,23 @@ impl NodeConfig {
         check(self.cluster.scrub_interval_ms >= 100, "cluster.scrub_interval_ms must be at least 100")?;
         check(self.cluster.repair_bytes_per_s >= 1 << 20, "cluster.repair_bytes_per_s must be at least 1048576")?;
         check(self.cluster.peer_timeout_ms >= 100, "cluster.peer_timeout_ms must be at least 100")?;
-        check(
-            !self.auth.required || self.identity_file().is_some(),
-            "auth.required needs a node key: auth.node_key_file, or cluster.node_key_file in a cluster",
-        )?;
+        check(self.auth.buckets_reload_ms >= 100, "auth.buckets_reload_ms must be at least 100")?;
+        check(self.usage.sync_interval_ms >= 10, "usage.sync_interval_ms must be at least 10")?;
+        check(self.usage.journal_compact_bytes >= 4096, "usage.journal_compact_bytes must be at least 4096")?;
         Ok(())
     }
 
-    /// The node's key file, if it has an identity.
-    pub fn identity_file(&self) -> Option<&std::path::Path> {
-        self.auth.node_key_file.as_deref().or(self.cluster.node_key_file.as_deref())
+    /// The node's key file: configured, or `<data_dir>/node.key` (created on first start).
+    pub fn identity_file(&self) -> PathBuf {
+        match self.auth.node_key_file.as_deref().or(self.cluster.node_key_file.as_deref()) {
+            Some(p) => p.to_path_buf(),
+            None => self.data_dir.join("node.key"),
+        }
+    }
+
+    /// Whether the key file is the one the node creates for itself.
+    pub fn identity_is_generated(&self) -> bool {
+        self.auth.node_key_file.is_none() && self.cluster.node_key_file.is_none()
     }
 
     /// The engine's view of this configuration.

@@ -20,6 +20,8 @@ use glommio::sync::{Semaphore, StaticPermit};
 
 use ddc_auth::account::Account;
 use ddc_auth::handshake::{NodeHandshake, Session, CLIENT_AUTH_BYTES, CLIENT_HELLO_BYTES};
+
+use crate::access::ConnAccess;
 use ddc_engine::owner_core;
 use ddc_engine::signal::Signal;
 use ddc_formats::frame::{encode_frame_into, FrameHeader, FRAME_HEADER_BYTES};
@@ -171,7 +173,7 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
     let frame_bytes_max = state.frame_bytes_max;
     let mut header = [0u8; FRAME_HEADER_BYTES];
     let mut first = true;
-    let mut account: Option<Account> = None;
+    let access = Rc::new(RefCell::new(ConnAccess::default()));
     loop {
         if outbox.closed.get() {
             break;
@@ -206,9 +208,10 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
         if std::mem::take(&mut first) {
             if is_client_hello(&payload) {
                 match handshake(&state, &mut reader, &outbox, &payload).await {
-                    Ok(client) => {
+                    Ok((client, session)) => {
                         tracing::debug!(%peer, account = %client, "connection authenticated");
-                        account = Some(client);
+                        let node = state.identity.as_ref().map(|k| k.account());
+                        access.borrow_mut().authenticated(client, session, node);
                         continue;
                     }
                     Err(reason) => {
@@ -225,7 +228,7 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
                 break;
             }
         }
-        if account.is_some() {
+        if access.borrow().account().is_some() {
             let opened = match outbox.session.borrow_mut().as_mut() {
                 Some(session) => open_payload(session, &mut payload).map_err(|e| e.to_string()),
                 None => Ok(()),
@@ -239,11 +242,10 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
             Ok(p) => p,
             Err(_) => break,
         };
-        let (state, router, outbox, response_budget) =
-            (state.clone(), router.clone(), outbox.clone(), response_budget.clone());
-        let account = account;
+        let (state, router, outbox, response_budget, access) =
+            (state.clone(), router.clone(), outbox.clone(), response_budget.clone(), access.clone());
         glommio::spawn_local(async move {
-            let Some((id, response, held)) = handle_payload(&state, &router, payload, &response_budget, account).await
+            let Some((id, response, held)) = handle_payload(&state, &router, payload, &response_budget, &access).await
             else {
                 return;
             };
@@ -259,24 +261,19 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
     writer_task.await;
 }
 
-/// Requests only cluster members may send.
-fn is_node_to_node(request: &Request<'_>) -> bool {
-    matches!(request, Request::Replicate { .. } | Request::PutShard { .. } | Request::GetShard { .. })
-}
-
 fn is_client_hello(payload: &[u8]) -> bool {
     payload.len() == CLIENT_HELLO_BYTES && payload.starts_with(b"DDH1")
 }
 
 /// The node's side of the handshake after the ClientHello: answer, then read
-/// and check the ClientAuth. Returns the client's account; the session is
-/// installed in the outbox, so every later frame is tagged both ways.
+/// and check the ClientAuth. Returns the client's account and the session id;
+/// the session is installed in the outbox, so every later frame is tagged both ways.
 async fn handshake<R: futures_lite::io::AsyncRead + Unpin>(
     state: &CoreState,
     reader: &mut R,
     outbox: &Outbox,
     client_hello: &[u8],
-) -> Result<Account, String> {
+) -> Result<(Account, [u8; ddc_auth::handshake::SESSION_ID_BYTES]), String> {
     let Some(identity) = &state.identity else {
         return Err("this node has no identity to authenticate with (auth.node_key_file)".into());
     };
@@ -297,8 +294,9 @@ async fn handshake<R: futures_lite::io::AsyncRead + Unpin>(
     };
     let client_auth = futures_lite::future::or(read, deadline).await?;
     let (client, session) = pending.finish(&client_auth).map_err(|e| e.to_string())?;
+    let id = session.id();
     *outbox.session.borrow_mut() = Some(session);
-    Ok(client)
+    Ok((client, id))
 }
 
 /// Read a `len`-byte payload, charging the core's budget only for bytes that
@@ -357,7 +355,7 @@ async fn handle_payload(
     router: &Router,
     payload: Vec<u8>,
     response_budget: &Rc<Semaphore>,
-    account: Option<Account>,
+    access: &RefCell<ConnAccess>,
 ) -> Option<(u64, Response, StaticPermit)> {
     let decoded = decode_request_envelope(&payload);
     let response_bytes = match &decoded {
@@ -373,42 +371,53 @@ async fn handle_payload(
             return Some((id, error_response(frame_error_code(&e), e.to_string()), held));
         }
     };
-    if state.auth_required && is_node_to_node(&request) {
-        let member = match (&state.cluster, account) {
-            (Some(cluster), Some(a)) => cluster.membership.member(&ddc_cluster::membership::NodeId(a.0)).is_some(),
-            _ => false,
-        };
-        if !member {
-            let who = account.map_or("an unauthenticated connection".to_owned(), |a| a.to_string());
-            let reason = format!("node-to-node request refused: {who} is not a member of this cluster");
-            return Some((id, error_response(ErrorCode::BadRequest, reason), held));
-        }
+    // Authorized before anything is done: a refusal has no side effect.
+    if let Err(refusal) = access.borrow().check(state, &request, forwarded) {
+        return Some((id, refusal, held));
     }
+    let mut response = match request {
+        Request::PresentGrants { chain } => access.borrow_mut().present_grants(state, chain),
+        Request::UsageAck { ack } => access.borrow_mut().usage_ack(state, ack),
+        _ => serve_routed(state, router, &request, forwarded, &payload).await,
+    };
+    if let Response::ListStreams { streams } = &mut response {
+        let access = access.borrow();
+        streams.retain(|s| access.may_list(state, s));
+    }
+    access.borrow_mut().account_usage(state, &request, &response, forwarded);
+    Some((id, response, held))
+}
+
+/// Serve an authorized request: on the stream's leader (cluster), its owner core, or here.
+async fn serve_routed(
+    state: &CoreState,
+    router: &Router,
+    request: &Request<'_>,
+    forwarded: bool,
+    payload: &[u8],
+) -> Response {
     if let Some(cluster) = &state.cluster {
-        if let Some(response) = crate::cluster::route(cluster, &request, forwarded).await {
-            return Some((id, response, held));
+        if let Some(response) = crate::cluster::route(cluster, request, forwarded).await {
+            return response;
         }
     }
-    let stream = match &request {
+    let stream = match request {
         // A shard is stored on the core that owns its stream, named in its header.
         Request::PutShard { header, .. } => match ddc_formats::shard::ShardHeader::decode(header) {
             Ok(h) => Some(h.stream),
-            Err(e) => {
-                return Some((id, error_response(ErrorCode::BadRequest, format!("shard header: {e}")), held));
-            }
+            Err(e) => return error_response(ErrorCode::BadRequest, format!("shard header: {e}")),
         },
         other => other.stream().map(str::to_owned),
     };
     let owner = stream.map(|name| owner_core(&name, router.cores));
-    let response = match (owner, &request) {
-        (Some(core), _) if core != router.core => router.forward(core, payload).await,
-        (None, Request::ListStreams) => list_all(state, router, &payload).await,
-        (None, Request::ListShards { .. }) | (None, Request::Repair { .. }) => {
-            gather_all_cores(state, router, &request, &payload).await
+    match (owner, request) {
+        (Some(core), _) if core != router.core => router.forward(core, payload.to_vec()).await,
+        (None, Request::ListStreams) => list_all(state, router, payload).await,
+        (None, Request::ListShards { .. }) | (None, Request::Repair { .. }) | (None, Request::Usage { .. }) => {
+            gather_all_cores(state, router, request, payload).await
         }
-        _ => serve_local(state, &request, forwarded).await,
-    };
-    Some((id, response, held))
+        _ => serve_local(state, request, forwarded).await,
+    }
 }
 
 /// Shard listings and repair reports of every core, combined.
@@ -419,15 +428,18 @@ async fn gather_all_cores(state: &CoreState, router: &Router, request: &Request<
     }
     let mut shards = Vec::new();
     let mut report = ddc_formats::message::RepairReport::default();
+    let mut usage = Vec::new();
     for r in responses {
         match r {
             Response::ListShards { shards: s } => shards.extend(s),
             Response::Repair(r) => report.add(r),
+            Response::Usage { report } => usage.push(report),
             other => return other,
         }
     }
     match request {
         Request::Repair { .. } => Response::Repair(report),
+        Request::Usage { .. } => crate::usage::merge_reports(state, &usage),
         _ => Response::ListShards { shards },
     }
 }

@@ -1,5 +1,6 @@
 //! Serving one request on the core that owns its stream.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ pub struct CoreState {
     pub identity: Option<Rc<ddc_auth::account::Keypair>>,
     /// `auth.required`: connections must authenticate; node-to-node requests must come from members.
     pub auth_required: bool,
+    /// The bucket registry (`auth.buckets_file`), reloaded when it changes.
+    pub buckets: crate::buckets::Buckets,
+    /// This core's usage journals.
+    pub usage: RefCell<crate::usage::CoreUsage>,
 }
 
 pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -192,6 +197,10 @@ async fn serve(state: &CoreState, request: &Request<'_>) -> Result<Response, Eng
             let sealed_base_offset = active.map(|s| s.base_offset);
             stream.roll_now();
             Response::Seal { sealed_base_offset }
+        }
+        Request::Usage { bucket } => crate::usage::core_report(state, bucket),
+        Request::PresentGrants { .. } | Request::UsageAck { .. } => {
+            return Ok(error_response(ErrorCode::BadRequest, "grants and usage acks belong to a connection"))
         }
         Request::Replicate { .. }
         | Request::PutShard { .. }

@@ -11,7 +11,9 @@
 //! **Boundary:** networking, configuration and process lifecycle live here;
 //! storage lives in `ddc-engine`, byte layouts in `ddc-formats`.
 
+pub mod access;
 pub mod bench;
+pub mod buckets;
 pub mod cluster;
 pub mod cluster_cli;
 pub mod config;
@@ -20,3 +22,5 @@ pub mod dispatch;
 pub mod node;
 pub mod peer;
 pub mod router;
+pub mod usage;
+pub mod usage_journal;

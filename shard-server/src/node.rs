@@ -56,6 +56,12 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data directory {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    let key_file = config.identity_file();
+    if config.identity_is_generated() && !key_file.exists() {
+        let key = ddc_auth::account::Keypair::generate();
+        key.write_new(&key_file).with_context(|| format!("create the node key {}", key_file.display()))?;
+        tracing::info!(account = %key.account(), path = %key_file.display(), "created a node key");
+    }
     // Every core binds with SO_REUSEPORT, which would let a second node of the
     // same user share the port silently; refuse to start next to a listener.
     // A node that was just killed can keep its listener for a moment while
@@ -180,8 +186,8 @@ async fn serve_core(
             return Err(e);
         }
     };
-    let identity = match config.identity_file().map(ddc_auth::account::Keypair::read).transpose() {
-        Ok(k) => k.map(Rc::new),
+    let identity = match ddc_auth::account::Keypair::read(&config.identity_file()) {
+        Ok(k) => Some(Rc::new(k)),
         Err(e) => {
             engine.close().await;
             let e = anyhow::anyhow!("core {core}: node key: {e}");
@@ -201,6 +207,19 @@ async fn serve_core(
         },
         None => None,
     };
+    let opened = crate::buckets::Buckets::open(config.auth.buckets_file.clone()).and_then(|buckets| {
+        let usage = crate::usage::CoreUsage::open(&config.data_dir, core, cores, config.usage.journal_compact_bytes)?;
+        Ok((buckets, usage))
+    });
+    let (buckets, usage) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            engine.close().await;
+            let e = anyhow::anyhow!("core {core}: {e}");
+            report.send(Err(format!("{e:#}")));
+            return Err(e);
+        }
+    };
     let state = Rc::new(CoreState {
         engine: engine.clone(),
         frame_bytes_max: config.server.frame_bytes_max,
@@ -210,6 +229,8 @@ async fn serve_core(
         cluster: cluster.clone(),
         identity: identity.clone(),
         auth_required: config.auth.required,
+        buckets,
+        usage: std::cell::RefCell::new(usage),
     });
     serve_incoming(incoming, state.clone());
     let router = Rc::new(router);
@@ -240,11 +261,19 @@ async fn serve_core(
     };
     let housekeeping = async {
         let mut ticks = 0u64;
+        let buckets_every = (config.auth.buckets_reload_ms / 100).max(1);
+        let usage_every = (config.usage.sync_interval_ms / 100).max(1);
         while !stop.load(Ordering::Relaxed) {
             glommio::timer::sleep(Duration::from_millis(100)).await;
             ticks += 1;
             if ticks.is_multiple_of(10) {
                 engine.tick().await;
+            }
+            if ticks.is_multiple_of(buckets_every) {
+                state.buckets.reload_if_changed();
+            }
+            if ticks.is_multiple_of(usage_every) {
+                sync_usage(&state).await;
             }
             if let Some(cluster) = &cluster {
                 let every = (cluster.settings.coding_interval_ms / 100).max(1);
@@ -261,5 +290,22 @@ async fn serve_core(
         cluster.close();
     }
     engine.close().await;
+    if let Err(e) = state.usage.borrow().sync() {
+        tracing::error!(core, error = %e, "usage journal fdatasync at shutdown failed");
+    }
     Ok(())
+}
+
+/// fdatasync the core's usage journal on the blocking pool (the reactor keeps serving).
+async fn sync_usage(state: &CoreState) {
+    let handle = match state.usage.borrow().sync_handle() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "usage journal: no descriptor to sync");
+            return;
+        }
+    };
+    if let Err(e) = glommio::executor().spawn_blocking(move || handle.sync_data()).await {
+        tracing::error!(error = %e, "usage journal fdatasync failed");
+    }
 }

@@ -22,11 +22,14 @@ use common::Node;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn node_with_auth(dir: &std::path::Path, required: bool) -> (Node, Keypair) {
+/// A node with its own key; bucket 1 is owned by `owner`.
+fn node_with_auth(dir: &std::path::Path, required: bool, owner: &Account) -> (Node, Keypair) {
     let key_path = dir.join("node.key");
     let key = Keypair::generate();
     key.write_new(&key_path).unwrap();
-    let config = format!("[auth]\nrequired = {required}\nnode_key_file = {key_path:?}\n");
+    let buckets = dir.join("buckets.toml");
+    std::fs::write(&buckets, format!("[[bucket]]\nid = 1\nowner = \"{owner}\"\n")).unwrap();
+    let config = format!("[auth]\nrequired = {required}\nnode_key_file = {key_path:?}\nbuckets_file = {buckets:?}\n");
     (Node::start_with_config(&config), key)
 }
 
@@ -79,7 +82,8 @@ fn closed(s: &mut TcpStream) -> bool {
 #[test]
 fn a_node_that_requires_auth_refuses_strangers_and_tampering() {
     let dir = tempfile::tempdir().unwrap();
-    let (node, key) = node_with_auth(dir.path(), true);
+    let me = Keypair::generate();
+    let (node, key) = node_with_auth(dir.path(), true, &me.account());
     let node_account = key.account();
 
     // No handshake: refused with a clear error, connection closed.
@@ -89,11 +93,10 @@ fn a_node_that_requires_auth_refuses_strangers_and_tampering() {
     assert!(err.to_string().contains("requires authentication"), "{err}");
 
     // The client library: authenticate, then every call works and is tagged.
-    let me = Keypair::generate();
     let (mut client, seen) = Client::connect_authenticated(&node.addr, TIMEOUT, &me, Some(&node_account)).unwrap();
     assert_eq!(seen, node_account);
-    client.produce("secured", &[b"one", b"two"]).unwrap();
-    let fetched = client.fetch("secured", 0, 1 << 20, 0).unwrap();
+    client.produce("b1.secured", &[b"one", b"two"]).unwrap();
+    let fetched = client.fetch("b1.secured", 0, 1 << 20, 0).unwrap();
     assert_eq!(fetched.records.len(), 2);
     // Expecting another node's account: refused before anything is sent.
     let other = Keypair::generate().account();
@@ -131,7 +134,7 @@ fn a_node_that_requires_auth_refuses_strangers_and_tampering() {
 #[test]
 fn auth_is_optional_unless_required() {
     let dir = tempfile::tempdir().unwrap();
-    let (node, key) = node_with_auth(dir.path(), false);
+    let (node, key) = node_with_auth(dir.path(), false, &Keypair::generate().account());
     let mut plain = Client::connect(node.addr).unwrap();
     plain.produce("open", &[b"x"]).unwrap();
     let me = Keypair::generate();
@@ -141,9 +144,15 @@ fn auth_is_optional_unless_required() {
 }
 
 #[test]
-fn a_node_without_a_key_says_so() {
-    let node = Node::start();
+fn a_node_without_a_configured_key_creates_one_and_keeps_it() {
+    let mut node = Node::start();
+    let key_file = node.data_dir.join("node.key");
+    let key = Keypair::read(&key_file).expect("the node created its key, mode 0600");
     let me = Keypair::generate();
-    let err = Client::connect_authenticated(&node.addr, TIMEOUT, &me, None).err().expect("refused");
-    assert!(err.to_string().contains("no identity"), "{err}");
+    let (_, seen) = Client::connect_authenticated(&node.addr, TIMEOUT, &me, None).unwrap();
+    assert_eq!(seen, key.account());
+    node.kill();
+    node.launch();
+    let (_, again) = Client::connect_authenticated(&node.addr, TIMEOUT, &me, Some(&key.account())).unwrap();
+    assert_eq!(again, key.account(), "the same identity across restarts");
 }

@@ -120,6 +120,14 @@ impl Drop for Cluster {
 impl Cluster {
     fn start(count: usize, extra: &str) -> Cluster {
         let dir = tempfile::Builder::new().prefix("ddc-cluster-").tempdir().unwrap();
+        // With auth required, the test client is one account that owns bucket 1.
+        let client_identity = extra.contains("required = true").then(|| std::sync::Arc::new(Keypair::generate()));
+        let mut extra = extra.to_owned();
+        if let Some(me) = &client_identity {
+            let buckets = dir.path().join("buckets.toml");
+            std::fs::write(&buckets, format!("[[bucket]]\nid = 1\nowner = \"{}\"\n", me.account())).unwrap();
+            extra.push_str(&format!("buckets_file = {buckets:?}\n"));
+        }
         let mut nodes = Vec::new();
         let mut members = Vec::new();
         for i in 0..count {
@@ -136,7 +144,7 @@ impl Cluster {
                 dir: ndir,
                 child: None,
                 starts: 0,
-                identity: extra.contains("required = true").then(|| std::sync::Arc::new(Keypair::generate())),
+                identity: client_identity.clone(),
             });
         }
         members.sort_by_key(|m| m.id);
@@ -542,7 +550,7 @@ fn scrubber_finds_and_repairs_bitrot_by_itself() {
 #[test]
 fn with_auth_required_nodes_authenticate_to_each_other_and_refuse_strangers() {
     let cluster = Cluster::start(6, "\n[auth]\nrequired = true\n");
-    let stream = "guarded";
+    let stream = "b1.guarded";
     let leader = cluster.leader(stream);
     let replicas = cluster.replicas(stream);
     let non_replica = (0..6).find(|i| !replicas.contains(i)).unwrap();

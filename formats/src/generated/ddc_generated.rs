@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 18;
+pub const ENUM_MAX_ERROR_CODE: u16 = 20;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 21] = [
   ErrorCode::None,
   ErrorCode::BadRequest,
   ErrorCode::FrameTooLarge,
@@ -36,6 +36,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
   ErrorCode::Unavailable,
   ErrorCode::OffsetMismatch,
   ErrorCode::NotFound,
+  ErrorCode::PermissionDenied,
+  ErrorCode::Unauthenticated,
 ];
 
 /// Why a request failed. Clients must treat unknown values as `Internal`.
@@ -81,9 +83,15 @@ impl ErrorCode {
   pub const OffsetMismatch: Self = Self(17);
   /// Node-to-node: this node holds no such shard.
   pub const NotFound: Self = Self(18);
+  /// The authenticated account may not do this (the message names the bucket and the missing
+  /// permission, or the grant that failed and why). Refused before any side effect.
+  pub const PermissionDenied: Self = Self(19);
+  /// The request needs an authenticated connection (a handshake), or names a stream in no bucket
+  /// on a node that requires authentication.
+  pub const Unauthenticated: Self = Self(20);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 18;
+  pub const ENUM_MAX: u16 = 20;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::BadRequest,
@@ -104,6 +112,8 @@ impl ErrorCode {
     Self::Unavailable,
     Self::OffsetMismatch,
     Self::NotFound,
+    Self::PermissionDenied,
+    Self::Unauthenticated,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -127,6 +137,8 @@ impl ErrorCode {
       Self::Unavailable => Some("Unavailable"),
       Self::OffsetMismatch => Some("OffsetMismatch"),
       Self::NotFound => Some("NotFound"),
+      Self::PermissionDenied => Some("PermissionDenied"),
+      Self::Unauthenticated => Some("Unauthenticated"),
       _ => None,
     }
   }
@@ -271,10 +283,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for AckLevel {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 25;
+pub const ENUM_MAX_BODY: u8 = 31;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 26] = [
+pub const ENUM_VALUES_BODY: [Body; 32] = [
   Body::NONE,
   Body::ProduceRequest,
   Body::ProduceResponse,
@@ -301,6 +313,12 @@ pub const ENUM_VALUES_BODY: [Body; 26] = [
   Body::ListShardsResponse,
   Body::RepairRequest,
   Body::RepairResponse,
+  Body::PresentGrantsRequest,
+  Body::PresentGrantsResponse,
+  Body::UsageAckRequest,
+  Body::UsageAckResponse,
+  Body::UsageRequest,
+  Body::UsageResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -334,9 +352,15 @@ impl Body {
   pub const ListShardsResponse: Self = Self(23);
   pub const RepairRequest: Self = Self(24);
   pub const RepairResponse: Self = Self(25);
+  pub const PresentGrantsRequest: Self = Self(26);
+  pub const PresentGrantsResponse: Self = Self(27);
+  pub const UsageAckRequest: Self = Self(28);
+  pub const UsageAckResponse: Self = Self(29);
+  pub const UsageRequest: Self = Self(30);
+  pub const UsageResponse: Self = Self(31);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 25;
+  pub const ENUM_MAX: u8 = 31;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceRequest,
@@ -364,6 +388,12 @@ impl Body {
     Self::ListShardsResponse,
     Self::RepairRequest,
     Self::RepairResponse,
+    Self::PresentGrantsRequest,
+    Self::PresentGrantsResponse,
+    Self::UsageAckRequest,
+    Self::UsageAckResponse,
+    Self::UsageRequest,
+    Self::UsageResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -394,6 +424,12 @@ impl Body {
       Self::ListShardsResponse => Some("ListShardsResponse"),
       Self::RepairRequest => Some("RepairRequest"),
       Self::RepairResponse => Some("RepairResponse"),
+      Self::PresentGrantsRequest => Some("PresentGrantsRequest"),
+      Self::PresentGrantsResponse => Some("PresentGrantsResponse"),
+      Self::UsageAckRequest => Some("UsageAckRequest"),
+      Self::UsageAckResponse => Some("UsageAckResponse"),
+      Self::UsageRequest => Some("UsageRequest"),
+      Self::UsageResponse => Some("UsageResponse"),
       _ => None,
     }
   }
@@ -3682,6 +3718,627 @@ impl ::core::fmt::Debug for RepairResponse<'_> {
       ds.finish()
   }
 }
+pub enum PresentGrantsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Present a grant chain (docs/SECURITY.md "Grants") for the rest of the connection. The node
+/// checks every signature once, here; later requests on the bucket are checked against the
+/// result, its expiry and the revocation list.
+pub struct PresentGrantsRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresentGrantsRequest<'a> {
+  type Inner = PresentGrantsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresentGrantsRequest<'a> {
+  pub const VT_CHAIN: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresentGrantsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresentGrantsRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PresentGrantsRequest<'bldr>> {
+    let mut builder = PresentGrantsRequestBuilder::new(_fbb);
+    if let Some(x) = args.chain { builder.add_chain(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chain(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PresentGrantsRequest::VT_CHAIN, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresentGrantsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("chain", Self::VT_CHAIN, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresentGrantsRequestArgs<'a> {
+    pub chain: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for PresentGrantsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresentGrantsRequestArgs {
+      chain: None, // required field
+    }
+  }
+}
+
+pub struct PresentGrantsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresentGrantsRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chain(&mut self, chain: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresentGrantsRequest::VT_CHAIN, chain);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresentGrantsRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresentGrantsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresentGrantsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PresentGrantsRequest::VT_CHAIN,"chain");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresentGrantsRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresentGrantsRequest");
+      ds.field("chain", &self.chain());
+      ds.finish()
+  }
+}
+pub enum PresentGrantsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PresentGrantsResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresentGrantsResponse<'a> {
+  type Inner = PresentGrantsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresentGrantsResponse<'a> {
+  pub const VT_BUCKET: ::flatbuffers::VOffsetT = 4;
+  pub const VT_OPERATIONS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_EXPIRES_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresentGrantsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresentGrantsResponseArgs
+  ) -> ::flatbuffers::WIPOffset<PresentGrantsResponse<'bldr>> {
+    let mut builder = PresentGrantsResponseBuilder::new(_fbb);
+    builder.add_expires_ms(args.expires_ms);
+    builder.add_bucket(args.bucket);
+    builder.add_operations(args.operations);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn bucket(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresentGrantsResponse::VT_BUCKET, Some(0)).unwrap()}
+  }
+  /// Operation bits the chain gives this connection's account (bit 0 read, bit 1 write).
+  #[inline]
+  pub fn operations(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(PresentGrantsResponse::VT_OPERATIONS, Some(0)).unwrap()}
+  }
+  /// Unix ms when the chain stops being valid.
+  #[inline]
+  pub fn expires_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresentGrantsResponse::VT_EXPIRES_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresentGrantsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("bucket", Self::VT_BUCKET, false)?
+     .visit_field::<u16>("operations", Self::VT_OPERATIONS, false)?
+     .visit_field::<u64>("expires_ms", Self::VT_EXPIRES_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresentGrantsResponseArgs {
+    pub bucket: u64,
+    pub operations: u16,
+    pub expires_ms: u64,
+}
+impl<'a> Default for PresentGrantsResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    PresentGrantsResponseArgs {
+      bucket: 0,
+      operations: 0,
+      expires_ms: 0,
+    }
+  }
+}
+
+pub struct PresentGrantsResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresentGrantsResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_bucket(&mut self, bucket: u64) {
+    self.fbb_.push_slot::<u64>(PresentGrantsResponse::VT_BUCKET, bucket, 0);
+  }
+  #[inline]
+  pub fn add_operations(&mut self, operations: u16) {
+    self.fbb_.push_slot::<u16>(PresentGrantsResponse::VT_OPERATIONS, operations, 0);
+  }
+  #[inline]
+  pub fn add_expires_ms(&mut self, expires_ms: u64) {
+    self.fbb_.push_slot::<u64>(PresentGrantsResponse::VT_EXPIRES_MS, expires_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresentGrantsResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresentGrantsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresentGrantsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresentGrantsResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresentGrantsResponse");
+      ds.field("bucket", &self.bucket());
+      ds.field("operations", &self.operations());
+      ds.field("expires_ms", &self.expires_ms());
+      ds.finish()
+  }
+}
+pub enum UsageAckRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A consumer's signed cumulative acknowledgment of what this node served it on this connection
+/// (docs/SECURITY.md "Usage"), kept by the node as evidence.
+pub struct UsageAckRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UsageAckRequest<'a> {
+  type Inner = UsageAckRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UsageAckRequest<'a> {
+  pub const VT_ACK: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UsageAckRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UsageAckRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UsageAckRequest<'bldr>> {
+    let mut builder = UsageAckRequestBuilder::new(_fbb);
+    if let Some(x) = args.ack { builder.add_ack(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn ack(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UsageAckRequest::VT_ACK, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UsageAckRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("ack", Self::VT_ACK, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UsageAckRequestArgs<'a> {
+    pub ack: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for UsageAckRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UsageAckRequestArgs {
+      ack: None, // required field
+    }
+  }
+}
+
+pub struct UsageAckRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UsageAckRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_ack(&mut self, ack: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UsageAckRequest::VT_ACK, ack);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UsageAckRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UsageAckRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UsageAckRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, UsageAckRequest::VT_ACK,"ack");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UsageAckRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UsageAckRequest");
+      ds.field("ack", &self.ack());
+      ds.finish()
+  }
+}
+pub enum UsageAckResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UsageAckResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UsageAckResponse<'a> {
+  type Inner = UsageAckResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UsageAckResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UsageAckResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args UsageAckResponseArgs
+  ) -> ::flatbuffers::WIPOffset<UsageAckResponse<'bldr>> {
+    let mut builder = UsageAckResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for UsageAckResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UsageAckResponseArgs {
+}
+impl<'a> Default for UsageAckResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    UsageAckResponseArgs {
+    }
+  }
+}
+
+pub struct UsageAckResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UsageAckResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UsageAckResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UsageAckResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UsageAckResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UsageAckResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UsageAckResponse");
+      ds.finish()
+  }
+}
+pub enum UsageRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The usage this node accounted: one bucket, or every bucket when `all` is set.
+pub struct UsageRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UsageRequest<'a> {
+  type Inner = UsageRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UsageRequest<'a> {
+  pub const VT_BUCKET: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ALL: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UsageRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UsageRequestArgs
+  ) -> ::flatbuffers::WIPOffset<UsageRequest<'bldr>> {
+    let mut builder = UsageRequestBuilder::new(_fbb);
+    builder.add_bucket(args.bucket);
+    builder.add_all(args.all);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn bucket(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(UsageRequest::VT_BUCKET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn all(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(UsageRequest::VT_ALL, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UsageRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("bucket", Self::VT_BUCKET, false)?
+     .visit_field::<bool>("all", Self::VT_ALL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UsageRequestArgs {
+    pub bucket: u64,
+    pub all: bool,
+}
+impl<'a> Default for UsageRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    UsageRequestArgs {
+      bucket: 0,
+      all: false,
+    }
+  }
+}
+
+pub struct UsageRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UsageRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_bucket(&mut self, bucket: u64) {
+    self.fbb_.push_slot::<u64>(UsageRequest::VT_BUCKET, bucket, 0);
+  }
+  #[inline]
+  pub fn add_all(&mut self, all: bool) {
+    self.fbb_.push_slot::<bool>(UsageRequest::VT_ALL, all, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UsageRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UsageRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UsageRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UsageRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UsageRequest");
+      ds.field("bucket", &self.bucket());
+      ds.field("all", &self.all());
+      ds.finish()
+  }
+}
+pub enum UsageResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UsageResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UsageResponse<'a> {
+  type Inner = UsageResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UsageResponse<'a> {
+  pub const VT_REPORT: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UsageResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UsageResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UsageResponse<'bldr>> {
+    let mut builder = UsageResponseBuilder::new(_fbb);
+    if let Some(x) = args.report { builder.add_report(x); }
+    builder.finish()
+  }
+
+
+  /// A signed usage report (docs/FORMATS.md "Usage report"): per-bucket CustomerUsage, the
+  /// NodeUsage and the consumers' acknowledgments kept as evidence.
+  #[inline]
+  pub fn report(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UsageResponse::VT_REPORT, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UsageResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("report", Self::VT_REPORT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UsageResponseArgs<'a> {
+    pub report: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for UsageResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UsageResponseArgs {
+      report: None,
+    }
+  }
+}
+
+pub struct UsageResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UsageResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_report(&mut self, report: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UsageResponse::VT_REPORT, report);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UsageResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UsageResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UsageResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UsageResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UsageResponse");
+      ds.field("report", &self.report());
+      ds.finish()
+  }
+}
 pub enum MessageOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4101,6 +4758,90 @@ impl<'a> Message<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_present_grants_request(&self) -> Option<PresentGrantsRequest<'a>> {
+    if self.body_type() == Body::PresentGrantsRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PresentGrantsRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_present_grants_response(&self) -> Option<PresentGrantsResponse<'a>> {
+    if self.body_type() == Body::PresentGrantsResponse {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PresentGrantsResponse::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_usage_ack_request(&self) -> Option<UsageAckRequest<'a>> {
+    if self.body_type() == Body::UsageAckRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UsageAckRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_usage_ack_response(&self) -> Option<UsageAckResponse<'a>> {
+    if self.body_type() == Body::UsageAckResponse {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UsageAckResponse::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_usage_request(&self) -> Option<UsageRequest<'a>> {
+    if self.body_type() == Body::UsageRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UsageRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_usage_response(&self) -> Option<UsageResponse<'a>> {
+    if self.body_type() == Body::UsageResponse {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UsageResponse::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Message<'_> {
@@ -4137,6 +4878,12 @@ impl ::flatbuffers::Verifiable for Message<'_> {
           Body::ListShardsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListShardsResponse>>("Body::ListShardsResponse", pos),
           Body::RepairRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RepairRequest>>("Body::RepairRequest", pos),
           Body::RepairResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RepairResponse>>("Body::RepairResponse", pos),
+          Body::PresentGrantsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresentGrantsRequest>>("Body::PresentGrantsRequest", pos),
+          Body::PresentGrantsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresentGrantsResponse>>("Body::PresentGrantsResponse", pos),
+          Body::UsageAckRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UsageAckRequest>>("Body::UsageAckRequest", pos),
+          Body::UsageAckResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UsageAckResponse>>("Body::UsageAckResponse", pos),
+          Body::UsageRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UsageRequest>>("Body::UsageRequest", pos),
+          Body::UsageResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UsageResponse>>("Body::UsageResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -4376,6 +5123,48 @@ impl ::core::fmt::Debug for Message<'_> {
         },
         Body::RepairResponse => {
           if let Some(x) = self.body_as_repair_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PresentGrantsRequest => {
+          if let Some(x) = self.body_as_present_grants_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PresentGrantsResponse => {
+          if let Some(x) = self.body_as_present_grants_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::UsageAckRequest => {
+          if let Some(x) = self.body_as_usage_ack_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::UsageAckResponse => {
+          if let Some(x) = self.body_as_usage_ack_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::UsageRequest => {
+          if let Some(x) = self.body_as_usage_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::UsageResponse => {
+          if let Some(x) = self.body_as_usage_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

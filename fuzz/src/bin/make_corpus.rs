@@ -54,6 +54,10 @@ fn main() {
         ("get-shard", Request::GetShard { stream: "orders", base_offset: 0, index: 3 }),
         ("list-shards", Request::ListShards { stream: None, verify: true }),
         ("repair", Request::Repair { stream: Some("orders") }),
+        ("present-grants", Request::PresentGrants { chain: &[1, 0, 0, 0, 7] }),
+        ("usage-ack", Request::UsageAck { ack: &[1; 184] }),
+        ("usage", Request::Usage { bucket: Some(7) }),
+        ("usage-all", Request::Usage { bucket: None }),
     ];
     let run = batch_run(&[(0, &[b"a", b"bb"]), (2, &[b"ccc"])]);
     let responses = [
@@ -103,6 +107,9 @@ fn main() {
                 errors: vec!["x".into()],
             }),
         ),
+        ("present-grants", Response::PresentGrants { bucket: 7, operations: 1, expires_ms: 1_800_000_000_000 }),
+        ("usage-ack", Response::UsageAck),
+        ("usage", Response::Usage { report: vec![b'D', b'D', b'C', b'U', 1, 0, 0, 0] }),
     ];
 
     let mut fbb = FlatBufferBuilder::new();

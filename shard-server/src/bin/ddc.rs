@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use ddc_auth::account::{Account, Keypair};
 use ddc_auth::encryption::{decrypt_record, encrypt_record, BucketKey};
+use ddc_auth::grant::{Grant, GrantChain, GrantTerms, Operations};
+use ddc_auth::usage::UsageReport;
 use ddc_cluster::membership::NodeId;
 use ddc_formats::batch::push_record;
 use ddc_formats::client::{Client, ClientError};
@@ -43,6 +45,10 @@ struct Cli {
     /// With --identity: talk only to the node with this account (SS58 or hex).
     #[arg(long, global = true, value_name = "ACCOUNT", env = "DDC_NODE_ACCOUNT", value_parser = parse_account)]
     node_account: Option<Account>,
+    /// With --identity: present this grant chain (made by `ddc grant issue`) on the connection.
+    /// May be given once per bucket.
+    #[arg(long = "grant", global = true, value_name = "FILE")]
+    grants: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -160,6 +166,38 @@ enum Command {
         #[arg(long)]
         show: bool,
     },
+    /// Issue and inspect grants: signed, expiring rights on a bucket (docs/SECURITY.md).
+    ///
+    /// Examples:
+    ///   ddc --identity owner.key grant issue --bucket 7 --to 6Qs... --ops read --expires 1h --out alice.grant
+    ///   ddc --identity alice.key grant issue --parent alice.grant --to 6Rb... --ops read --expires 10m --out bob.grant
+    ///   ddc grant show bob.grant
+    ///   ddc --identity bob.key --grant bob.grant consume b7.orders
+    #[command(verbatim_doc_comment)]
+    Grant {
+        #[command(subcommand)]
+        command: GrantCommand,
+    },
+    /// Show the usage the node accounted: per bucket, and for the node (a signed report).
+    ///
+    /// The node signs the report; `ddc usage` checks the signature (and, with --node-account,
+    /// that the report is that node's). Bucket owners see their bucket; cluster members see all.
+    ///
+    /// Examples:
+    ///   ddc usage
+    ///   ddc --identity owner.key usage 7 --json
+    ///   ddc usage --export usage.report
+    #[command(verbatim_doc_comment)]
+    Usage {
+        /// Only this bucket.
+        bucket: Option<u64>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Also write the signed report's bytes to this file (docs/FORMATS.md "Usage report").
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+    },
     /// Seal a stream's open segment now (if it holds records); prints the sealed base offset.
     ///
     /// The node seals, and in a cluster then erasure-codes, the segment as if it had reached
@@ -242,6 +280,82 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum GrantCommand {
+    /// Sign a grant with --identity and write the chain to --out.
+    ///
+    /// Without --parent the signer must own the bucket; with --parent the signer must be the
+    /// subject of the parent chain's last grant, which must allow delegation. Nodes refuse any
+    /// chain that widens operations or outlives its parent.
+    ///
+    /// Examples:
+    ///   ddc --identity owner.key grant issue --bucket 7 --to 6Qs... --ops read,write --expires 24h --delegate --out a.grant
+    ///   ddc --identity alice.key grant issue --parent a.grant --to 6Rb... --ops read --expires 1h --out b.grant
+    #[command(verbatim_doc_comment)]
+    Issue {
+        /// The bucket (taken from --parent when given).
+        #[arg(long)]
+        bucket: Option<u64>,
+        /// The account receiving the rights (SS58 or hex).
+        #[arg(long, value_parser = parse_account)]
+        to: Account,
+        /// Comma-separated operations: read, write.
+        #[arg(long, value_parser = parse_operations)]
+        ops: Operations,
+        /// How long from now the grant is valid: 90s, 10m, 24h, 7d (or Unix ms with --expires-at).
+        #[arg(long, value_parser = parse_duration, required_unless_present = "expires_at")]
+        expires: Option<Duration>,
+        /// Absolute expiry in Unix milliseconds.
+        #[arg(long, conflicts_with = "expires")]
+        expires_at: Option<u64>,
+        /// Let the subject issue grants of its own on this one.
+        #[arg(long)]
+        delegate: bool,
+        /// The chain this grant extends (the signer's own grant).
+        #[arg(long, value_name = "FILE")]
+        parent: Option<PathBuf>,
+        /// Where to write the chain (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print each grant of a chain: bucket, issuer, subject, operations, validity and id.
+    ///
+    /// The id is what goes into the bucket registry's `revoked_grants` to take a grant back.
+    ///
+    /// Example: ddc grant show bob.grant
+    #[command(verbatim_doc_comment)]
+    Show { chain: PathBuf },
+}
+
+fn parse_operations(text: &str) -> Result<Operations, String> {
+    let mut ops = Operations::NONE;
+    for name in text.split(',').map(str::trim) {
+        ops = ops
+            | match name {
+                "read" => Operations::READ,
+                "write" => Operations::WRITE,
+                other => return Err(format!("unknown operation {other:?}: use read, write or read,write")),
+            };
+    }
+    Ok(ops)
+}
+
+/// `90s`, `10m`, `24h`, `7d`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration such as 90s, 10m, 24h or 7d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: give a unit, s, m, h or d")),
+    };
+    n.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -475,6 +589,7 @@ struct NodeLink {
     server: String,
     identity: Option<PathBuf>,
     node_account: Option<Account>,
+    grants: Vec<PathBuf>,
 }
 
 impl NodeLink {
@@ -509,7 +624,20 @@ impl NodeLink {
     }
 
     fn connect(&self) -> anyhow::Result<Client> {
-        Ok(self.connect_to_node()?.0)
+        Ok(self.connect_with_grants()?.0)
+    }
+
+    /// Connect, then present every --grant chain.
+    fn connect_with_grants(&self) -> anyhow::Result<(Client, Option<Account>)> {
+        if !self.grants.is_empty() && self.identity.is_none() {
+            anyhow::bail!("--grant needs --identity: a grant is for the account that proves its key");
+        }
+        let (mut client, node) = self.connect_to_node()?;
+        for path in &self.grants {
+            let chain = std::fs::read(path).with_context(|| format!("read grant chain {}", path.display()))?;
+            client.present_grants(&chain).with_context(|| format!("grant chain {}", path.display()))?;
+        }
+        Ok((client, node))
     }
 }
 
@@ -547,7 +675,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         command => {
-            let link = NodeLink { server: cli.server, identity: cli.identity, node_account: cli.node_account };
+            let link = NodeLink {
+                server: cli.server,
+                identity: cli.identity,
+                node_account: cli.node_account,
+                grants: cli.grants,
+            };
             run_client(&link, command).map(|()| 0)
         }
     }
@@ -813,6 +946,8 @@ fn run_client(link: &NodeLink, command: Command) -> anyhow::Result<()> {
             println!("{}", key.id());
             Ok(())
         }
+        Command::Grant { command } => grant(link, command),
+        Command::Usage { bucket, json, export } => usage(link, bucket, json, export.as_deref()),
         Command::Ping => {
             let t0 = std::time::Instant::now();
             let (mut client, node) = link.connect_to_node()?;
@@ -1031,6 +1166,166 @@ fn consume(
         }
     }
     out.flush()?;
+    for refusal in client.flush_usage_acks()? {
+        eprintln!("ddc: warning: the node refused a usage acknowledgment: {refusal}");
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn grant(link: &NodeLink, command: GrantCommand) -> anyhow::Result<()> {
+    match command {
+        GrantCommand::Issue { bucket, to, ops, expires, expires_at, delegate, parent, out } => {
+            let Some(identity) = &link.identity else {
+                anyhow::bail!("grant issue signs with --identity (DDC_IDENTITY): the owner's or delegate's key");
+            };
+            let signer = Keypair::read(identity).with_context(|| format!("identity {}", identity.display()))?;
+            let chain = match &parent {
+                Some(path) => {
+                    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+                    GrantChain::decode(&bytes).with_context(|| format!("grant chain {}", path.display()))?
+                }
+                None => GrantChain::empty(),
+            };
+            let bucket = match (chain.links().last(), bucket) {
+                (Some(last), Some(b)) if b != last.bucket => {
+                    anyhow::bail!("--bucket {b} differs from the parent chain's bucket {}", last.bucket)
+                }
+                (Some(last), _) => {
+                    if last.subject != signer.account() {
+                        anyhow::bail!(
+                            "the parent chain is for {}, not for the signer {}: only its subject may extend it",
+                            last.subject,
+                            signer.account()
+                        );
+                    }
+                    last.bucket
+                }
+                (None, Some(b)) => b,
+                (None, None) => anyhow::bail!("give --bucket (or --parent)"),
+            };
+            if ops.is_empty() {
+                anyhow::bail!("--ops names no operation");
+            }
+            let expires_ms = match (expires, expires_at) {
+                (_, Some(at)) => at,
+                (Some(d), None) => now_ms().saturating_add(d.as_millis() as u64),
+                (None, None) => anyhow::bail!("give --expires or --expires-at"),
+            };
+            let terms = GrantTerms {
+                bucket,
+                subject: to,
+                operations: ops,
+                not_before_ms: 0,
+                expires_ms,
+                may_delegate: delegate,
+            };
+            let grant = Grant::issue(&signer, terms);
+            let chain = chain.extended(grant).context("extend the chain")?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&out)
+                .with_context(|| format!("create {} (never overwritten)", out.display()))?;
+            file.write_all(&chain.encode())?;
+            file.sync_all()?;
+            eprintln!("wrote {} ({} grant(s)); give it to {to}", out.display(), chain.len());
+            println!("{}", grant.id());
+            Ok(())
+        }
+        GrantCommand::Show { chain } => {
+            let bytes = std::fs::read(&chain).with_context(|| format!("read {}", chain.display()))?;
+            let chain = GrantChain::decode(&bytes).with_context(|| format!("grant chain {}", chain.display()))?;
+            let now = now_ms();
+            for (i, g) in chain.links().iter().enumerate() {
+                let state = if !g.signature_is_valid() {
+                    "BAD SIGNATURE"
+                } else if now >= g.expires_ms {
+                    "expired"
+                } else if now < g.not_before_ms {
+                    "not yet valid"
+                } else {
+                    "valid"
+                };
+                println!("grant {} of {}: {state}", i + 1, chain.len());
+                println!("  bucket      {}", g.bucket);
+                println!("  issuer      {}", g.issuer);
+                println!("  subject     {}", g.subject);
+                println!("  operations  {}", g.operations);
+                println!("  delegate    {}", g.may_delegate);
+                println!("  expires_ms  {} ({}s from now)", g.expires_ms, (g.expires_ms as i128 - now as i128) / 1000);
+                println!("  id          {}", g.id());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn usage(link: &NodeLink, bucket: Option<u64>, json: bool, export: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (mut client, node) = link.connect_with_grants()?;
+    let bytes = client.usage(bucket)?;
+    let report = UsageReport::decode(&bytes).context("the node's usage report does not verify")?;
+    if let Some(node) = node {
+        if report.node != node {
+            anyhow::bail!("the usage report is signed by {}, not by the node we authenticated, {node}", report.node);
+        }
+    }
+    if let Some(path) = export {
+        std::fs::write(path, &bytes).with_context(|| format!("write {}", path.display()))?;
+        eprintln!("wrote the signed report to {} ({} bytes)", path.display(), bytes.len());
+    }
+    if json {
+        let row = |u: &ddc_auth::usage::CustomerUsage| {
+            serde_json::json!({
+                "transferred_bytes": u.transferred_bytes, "stored_bytes": u.stored_bytes,
+                "number_of_puts": u.number_of_puts, "number_of_gets": u.number_of_gets,
+            })
+        };
+        let buckets: serde_json::Map<String, serde_json::Value> =
+            report.buckets.iter().map(|(b, u)| (b.to_string(), row(u))).collect();
+        let n = &report.node_usage;
+        println!(
+            "{}",
+            serde_json::json!({
+                "node": report.node.to_string(), "generated_ms": report.generated_ms, "buckets": buckets,
+                "node_usage": {
+                    "transferred_bytes": n.transferred_bytes, "stored_bytes": n.stored_bytes,
+                    "number_of_puts": n.number_of_puts, "number_of_gets": n.number_of_gets,
+                },
+                "acks": report.acks.len(),
+            })
+        );
+        return Ok(());
+    }
+    let mut rows: Vec<Vec<String>> = report
+        .buckets
+        .iter()
+        .map(|(b, u)| {
+            let acked: u64 = report.acks.iter().filter(|a| a.bucket == *b).map(|a| a.cumulative_bytes).sum();
+            vec![
+                b.to_string(),
+                u.transferred_bytes.to_string(),
+                u.stored_bytes.to_string(),
+                u.number_of_puts.to_string(),
+                u.number_of_gets.to_string(),
+                acked.to_string(),
+            ]
+        })
+        .collect();
+    let n = &report.node_usage;
+    rows.push(vec![
+        "node".into(),
+        n.transferred_bytes.to_string(),
+        n.stored_bytes.to_string(),
+        n.number_of_puts.to_string(),
+        n.number_of_gets.to_string(),
+        report.acks.iter().map(|a| a.cumulative_bytes).sum::<u64>().to_string(),
+    ]);
+    println!("node {} (report signed, verified)", report.node);
+    print!("{}", cluster_cli::table(&["BUCKET", "TRANSFERRED", "STORED", "PUTS", "GETS", "ACKED_BYTES"], &rows));
     Ok(())
 }
 
@@ -1055,13 +1350,22 @@ mod tests {
     fn the_identity_is_read_only_by_commands_that_connect() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("me.key");
-        let link = NodeLink { server: "127.0.0.1:1".into(), identity: Some(missing.clone()), node_account: None };
+        let link = NodeLink {
+            server: "127.0.0.1:1".into(),
+            identity: Some(missing.clone()),
+            node_account: None,
+            grants: vec![],
+        };
         // `ddc keygen` may create the very file DDC_IDENTITY names.
         run_client(&link, Command::Keygen { key_file: missing.clone(), show: false }).unwrap();
         let identity = link.identity().unwrap().unwrap();
         assert_eq!(identity.key.account(), Keypair::read(&missing).unwrap().account());
-        let orphan =
-            NodeLink { server: "127.0.0.1:1".into(), identity: None, node_account: Some(identity.key.account()) };
+        let orphan = NodeLink {
+            server: "127.0.0.1:1".into(),
+            identity: None,
+            node_account: Some(identity.key.account()),
+            grants: vec![],
+        };
         assert!(orphan.identity().is_err());
     }
 }
