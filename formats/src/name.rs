@@ -29,8 +29,10 @@ pub fn validate_stream_name(name: &str) -> Result<(), FormatError> {
 
 /// The bucket a stream lives in: a stream named `b<id>.<rest>` (for example
 /// `b7.orders`) is in bucket `id`, written in canonical decimal (no sign, no
-/// leading zero, fits a `u64`) and followed by a non-empty rest. Any other
-/// name is in no bucket, which only nodes without `auth.required` accept.
+/// leading zero, fits a `u64`), at least 1 (Cere's bucket ids start at 1, and
+/// 0 stands for "no bucket" in usage records), and followed by a non-empty
+/// rest. Any other name is in no bucket, which only nodes without
+/// `auth.required` accept.
 /// The bucket is part of the name so that every layer below authorization
 /// (engine, replication, shards) stays unaware of buckets.
 pub fn bucket_of(name: &str) -> Option<u64> {
@@ -42,7 +44,7 @@ pub fn bucket_of(name: &str) -> Option<u64> {
     if digits.len() > 1 && digits.starts_with('0') {
         return None;
     }
-    digits.parse().ok()
+    digits.parse().ok().filter(|&id| id != 0)
 }
 
 #[cfg(test)]
@@ -52,11 +54,20 @@ mod tests {
     #[test]
     fn bucket_prefix() {
         assert_eq!(bucket_of("b7.orders"), Some(7));
-        assert_eq!(bucket_of("b0.x"), Some(0));
         assert_eq!(bucket_of("b18446744073709551615.x.y"), Some(u64::MAX));
-        for none in
-            ["orders", "b7", "b7.", "b.x", "b07.x", "b18446744073709551616.x", "B7.x", "b-7.x", "b+7.x", "xb7.y"]
-        {
+        for none in [
+            "b0.x",
+            "orders",
+            "b7",
+            "b7.",
+            "b.x",
+            "b07.x",
+            "b18446744073709551616.x",
+            "B7.x",
+            "b-7.x",
+            "b+7.x",
+            "xb7.y",
+        ] {
             assert_eq!(bucket_of(none), None, "{none}");
         }
     }

@@ -100,6 +100,14 @@ impl ConnAccess {
     /// Decide whether this connection may send `request`. `Err` is the
     /// refusal to answer with; nothing has been done yet.
     pub fn check(&self, state: &CoreState, request: &Request<'_>, forwarded: bool) -> Result<(), Response> {
+        if matches!(request, Request::Produce { .. } | Request::Fetch { .. }) {
+            if let Some(reason) = state.usage.borrow().failure() {
+                return Err(error_response(
+                    ErrorCode::Internal,
+                    format!("usage accounting failed ({reason}); this node refuses produce and fetch until restarted"),
+                ));
+            }
+        }
         if !state.auth_required {
             return Ok(());
         }
@@ -288,7 +296,8 @@ impl ConnAccess {
             served.1 += 1;
         }
         if let Err(e) = state.usage.borrow_mut().record(bucket, &delta) {
-            // The request was served; its answer stays true. The usage is lost, loudly.
+            // The request was served; its answer stays true. Its usage is lost, loudly, and
+            // `check` refuses the next billable request.
             tracing::error!(bucket, error = %e, "usage not recorded");
         }
     }

@@ -233,7 +233,8 @@ impl NodeConfig {
 
     /// The node's key file: configured, or `<data_dir>/node.key` (created on first start).
     pub fn identity_file(&self) -> PathBuf {
-        match self.auth.node_key_file.as_deref().or(self.cluster.node_key_file.as_deref()) {
+        // In a cluster the node is the member its cluster key names; auth.node_key_file is for a node alone.
+        match self.cluster.node_key_file.as_deref().or(self.auth.node_key_file.as_deref()) {
             Some(p) => p.to_path_buf(),
             None => self.data_dir.join("node.key"),
         }

@@ -306,6 +306,7 @@ async fn sync_usage(state: &CoreState) {
         }
     };
     if let Err(e) = glommio::executor().spawn_blocking(move || handle.sync_data()).await {
-        tracing::error!(error = %e, "usage journal fdatasync failed");
+        // After a failed fdatasync the kernel may have dropped the dirty pages: stop accounting.
+        state.usage.borrow_mut().fail(format!("fdatasync: {e}"));
     }
 }

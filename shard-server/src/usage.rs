@@ -22,6 +22,9 @@ pub struct CoreUsage {
     own: UsageJournal,
     /// Journals of cores this node no longer runs, read only.
     inherited: Vec<UsageJournal>,
+    /// Why accounting stopped working, once it has: the core then refuses
+    /// billable requests rather than serve them unaccounted.
+    failed: Option<String>,
 }
 
 impl CoreUsage {
@@ -43,15 +46,36 @@ impl CoreUsage {
                 inherited.push(open(i)?);
             }
         }
-        Ok(CoreUsage { own, inherited })
+        Ok(CoreUsage { own, inherited, failed: None })
     }
 
     pub fn record(&mut self, bucket: u64, delta: &CustomerUsage) -> Result<(), UsageJournalError> {
-        self.own.record(bucket, delta)
+        let result = self.own.record(bucket, delta);
+        if let Err(e) = &result {
+            self.fail(e.to_string());
+        }
+        result
     }
 
     pub fn record_ack(&mut self, ack: &ConsumerAck) -> Result<(), UsageJournalError> {
-        self.own.record_ack(ack)
+        let result = self.own.record_ack(ack);
+        if let Err(e) = &result {
+            self.fail(e.to_string());
+        }
+        result
+    }
+
+    /// Stop accounting for good (until restart): a write or fdatasync failed.
+    pub fn fail(&mut self, reason: String) {
+        if self.failed.is_none() {
+            tracing::error!(%reason, "usage journal failed; this core refuses produce and fetch until restarted");
+            self.failed = Some(reason);
+        }
+    }
+
+    /// Why accounting failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 
     fn journals(&self) -> impl Iterator<Item = &UsageJournal> {

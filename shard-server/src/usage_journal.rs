@@ -1190,13 +1190,19 @@ mod tests {
     /// Fill a journal until its next record compacts.
     fn journal_due_for_compaction(dir: &Path, model: &mut Model) -> UsageJournal {
         let mut journal = UsageJournal::open(dir, 500).unwrap();
-        let mut i = 0;
-        while journal.log_bytes <= 500 {
-            journal.record(i % 4, &usage(i, 1, 1, 0)).unwrap();
-            model.record(i % 4, &usage(i, 1, 1, 0));
-            journal.record_ack(&ack(i % 2, 1, 1, i + 1)).unwrap();
-            model.record_ack(&ack(i % 2, 1, 1, i + 1));
-            i += 1;
+        // Check after every record: a compaction restarts the log, so
+        // checking after a pair could miss the moment it is due.
+        for i in 0.. {
+            if journal.log_bytes > 500 {
+                break;
+            }
+            if i % 2 == 0 {
+                journal.record(i % 4, &usage(i, 1, 1, 0)).unwrap();
+                model.record(i % 4, &usage(i, 1, 1, 0));
+            } else {
+                journal.record_ack(&ack(i % 3, 1, 1, i + 1)).unwrap();
+                model.record_ack(&ack(i % 3, 1, 1, i + 1));
+            }
         }
         journal
     }

@@ -86,8 +86,7 @@ impl ErrorCode {
   /// The authenticated account may not do this (the message names the bucket and the missing
   /// permission, or the grant that failed and why). Refused before any side effect.
   pub const PermissionDenied: Self = Self(19);
-  /// The request needs an authenticated connection (a handshake), or names a stream in no bucket
-  /// on a node that requires authentication.
+  /// The request (PresentGrants, UsageAck) needs an authenticated connection (a handshake).
   pub const Unauthenticated: Self = Self(20);
 
   pub const ENUM_MIN: u16 = 0;
