@@ -15,4 +15,12 @@ if ! flatc --version 2>/dev/null | grep -q '25.12.19'; then
 fi
 flatc --version
 
+# The chain tests run the real Cere runtime (../shared/chain/cere-dev-54113.raw.json) with
+# chopsticks, pinned in anchor/chain-test; they skip, saying so, when the spec is absent.
+if [[ ! -f anchor/chain-test/node_modules/.ddc-installed || anchor/chain-test/package-lock.json -nt anchor/chain-test/node_modules/.ddc-installed ]]; then
+    echo "installing chopsticks (npm ci in anchor/chain-test)" >&2
+    npm ci --ignore-scripts --no-audit --no-fund --prefix anchor/chain-test >&2
+    touch anchor/chain-test/node_modules/.ddc-installed
+fi
+
 cargo test --workspace --release --locked "$@"

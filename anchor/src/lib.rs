@@ -1,10 +1,19 @@
-//! Chain anchoring for the DDC storage node (to be built in its own issue).
+//! Chain anchoring for the DDC storage node.
 //!
-//! This crate will own everything that talks to the Cere chain: era Merkle
-//! roots over sealed segments and usage records, the signed
-//! `System.remark_with_event` extrinsic that carries them (SCALE-encoded,
-//! signed extensions read from the runtime metadata), submission and
-//! inclusion tracking through jsonrpsee, receipts and inclusion proofs.
+//! This crate owns everything that talks to the Cere chain: era Merkle roots
+//! over sealed segments and usage records ([`merkle`]), the signed anchor
+//! record that carries them ([`record`]), the `System.remark_with_event`
+//! extrinsic (SCALE-encoded, signed extensions read from the runtime
+//! metadata), submission and inclusion tracking through jsonrpsee, receipts
+//! and inclusion proofs. See docs/ANCHORING.md.
 //!
-//! **Boundary:** the only crate that talks to the chain. It is empty on
-//! purpose today: nothing else in the workspace depends on it yet.
+//! **Boundary:** the only crate that talks to the chain.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod chain;
+pub mod era;
+pub mod merkle;
+pub mod record;
+
+pub use record::AnchorError;

@@ -450,6 +450,16 @@ impl Client {
         }
     }
 
+    /// An anchor proof (`ddc_anchor::era::AnchorProof` encoding): of the
+    /// segment holding `offset` of `stream`, or with `stream` None of
+    /// `bucket`'s latest anchored usage.
+    pub fn proof(&mut self, stream: Option<&str>, offset: u64, bucket: u64) -> Result<Vec<u8>, ClientError> {
+        match self.call(&Request::Proof { stream, offset, bucket })? {
+            Response::Proof { proof } => Ok(proof),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Round trip; returns the server's version string.
     pub fn ping(&mut self) -> Result<String, ClientError> {
         match self.call(&Request::Ping { nonce: 1 })? {

@@ -76,6 +76,13 @@ pub enum Request<'a> {
     Usage {
         bucket: Option<u64>,
     },
+    /// An anchor proof: of the segment holding `offset` of `stream`, or (no stream) of
+    /// `bucket`'s latest anchored usage.
+    Proof {
+        stream: Option<&'a str>,
+        offset: u64,
+        bucket: u64,
+    },
 }
 
 impl Request<'_> {
@@ -96,7 +103,8 @@ impl Request<'_> {
             | Request::Ping { .. }
             | Request::PresentGrants { .. }
             | Request::UsageAck { .. }
-            | Request::Usage { .. } => None,
+            | Request::Usage { .. }
+            | Request::Proof { .. } => None,
         }
     }
 }
@@ -205,6 +213,10 @@ pub enum Response {
     Usage {
         report: Vec<u8>,
     },
+    /// An anchor proof (ddc_anchor::era::AnchorProof encoding).
+    Proof {
+        proof: Vec<u8>,
+    },
 }
 
 fn malformed(e: flatbuffers::InvalidFlatbuffer) -> FormatError {
@@ -304,6 +316,10 @@ pub fn decode_request_envelope(payload: &[u8]) -> Result<(u64, bool, Request<'_>
         Body::UsageRequest => {
             let r = message.body_as_usage_request().ok_or_else(|| missing("body"))?;
             Request::Usage { bucket: (!r.all()).then_some(r.bucket()) }
+        }
+        Body::ProofRequest => {
+            let r = message.body_as_proof_request().ok_or_else(|| missing("body"))?;
+            Request::Proof { stream: r.stream(), offset: r.offset(), bucket: r.bucket() }
         }
         other => {
             return Err(FormatError::Invalid {
@@ -432,6 +448,10 @@ pub fn decode_response(payload: &[u8]) -> Result<(u64, Response), FormatError> {
         Body::UsageResponse => {
             let r = message.body_as_usage_response().ok_or_else(|| missing("body"))?;
             Response::Usage { report: r.report().map(|b| b.bytes().to_vec()).unwrap_or_default() }
+        }
+        Body::ProofResponse => {
+            let r = message.body_as_proof_response().ok_or_else(|| missing("body"))?;
+            Response::Proof { proof: r.proof().map(|b| b.bytes().to_vec()).unwrap_or_default() }
         }
         other => {
             return Err(FormatError::Invalid {
@@ -562,6 +582,11 @@ pub fn encode_request_frame_envelope(
                 &wire::UsageRequestArgs { bucket: bucket.unwrap_or(0), all: bucket.is_none() },
             );
             (Body::UsageRequest, r.as_union_value())
+        }
+        Request::Proof { stream, offset, bucket } => {
+            let stream = stream.map(|s| fbb.create_string(s));
+            let r = wire::ProofRequest::create(fbb, &wire::ProofRequestArgs { stream, offset, bucket });
+            (Body::ProofRequest, r.as_union_value())
         }
     };
     let message = wire::Message::create(fbb, &wire::MessageArgs { request_id, body_type, body: Some(body), forwarded });
@@ -772,6 +797,11 @@ fn build_response(fbb: &mut FlatBufferBuilder<'_>, request_id: u64, response: &R
             let r = wire::UsageResponse::create(fbb, &wire::UsageResponseArgs { report: Some(report) });
             (Body::UsageResponse, r.as_union_value())
         }
+        Response::Proof { proof } => {
+            let proof = fbb.create_vector(proof);
+            let r = wire::ProofResponse::create(fbb, &wire::ProofResponseArgs { proof: Some(proof) });
+            (Body::ProofResponse, r.as_union_value())
+        }
     };
     let message =
         wire::Message::create(fbb, &wire::MessageArgs { request_id, body_type, body: Some(body), forwarded: false });
@@ -825,6 +855,8 @@ mod tests {
         round_trip_request(Request::Usage { bucket: Some(0) });
         round_trip_request(Request::Usage { bucket: Some(u64::MAX) });
         round_trip_request(Request::Usage { bucket: None });
+        round_trip_request(Request::Proof { stream: Some("b1.s"), offset: 7, bucket: 0 });
+        round_trip_request(Request::Proof { stream: None, offset: 0, bucket: 9 });
     }
 
     #[test]
@@ -873,6 +905,7 @@ mod tests {
             Response::PresentGrants { bucket: 7, operations: 3, expires_ms: u64::MAX },
             Response::UsageAck,
             Response::Usage { report: vec![4; 300] },
+            Response::Proof { proof: vec![5; 400] },
             Response::Repair(RepairReport {
                 segments_checked: 3,
                 shards_missing: 1,

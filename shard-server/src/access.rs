@@ -67,6 +67,7 @@ fn needed<'a>(request: &Request<'a>) -> Option<(&'a str, Operations)> {
             Some((stream, Operations::WRITE))
         }
         Request::Fetch { stream, .. } | Request::StreamInfo { stream } => Some((stream, Operations::READ)),
+        Request::Proof { stream: Some(stream), .. } => Some((stream, Operations::READ)),
         _ => None,
     }
 }
@@ -120,7 +121,7 @@ impl ConnAccess {
             return Err(denied(format!("{what} refused: {} is not a member of this cluster", who())));
         }
         match *request {
-            Request::Usage { bucket: Some(id) } => {
+            Request::Usage { bucket: Some(id) } | Request::Proof { stream: None, bucket: id, .. } => {
                 let owner = state.buckets.current().get(id).map(|e| e.bucket.owner);
                 if self.is_member(state) || (owner.is_some() && owner == self.account) {
                     return Ok(());

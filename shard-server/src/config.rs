@@ -23,6 +23,48 @@ pub struct NodeConfig {
     pub cluster: ClusterSection,
     pub auth: AuthSection,
     pub usage: UsageSection,
+    pub anchor: AnchorSection,
+}
+
+/// Anchoring eras on the Cere chain (docs/ANCHORING.md). Off unless `chain_url` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnchorSection {
+    /// WebSocket JSON-RPC endpoint of a Cere node (or chopsticks), e.g. `ws://127.0.0.1:9944`.
+    pub chain_url: Option<String>,
+    /// Length of an era.
+    pub era_ms: u64,
+    /// The DDC cluster id (H160, 40 hex digits) written into anchor records.
+    pub cluster_id: String,
+    /// How long one submission may take, from submit to confirmed events.
+    pub submit_timeout_ms: u64,
+    /// First wait after a failed submission; doubled after each failure.
+    pub retry_initial_ms: u64,
+    /// Longest wait between submissions.
+    pub retry_max_ms: u64,
+}
+
+impl Default for AnchorSection {
+    fn default() -> Self {
+        AnchorSection {
+            chain_url: None,
+            era_ms: 600_000,
+            cluster_id: "0x0000000000000000000000000000000000000001".into(),
+            submit_timeout_ms: 120_000,
+            retry_initial_ms: 1_000,
+            retry_max_ms: 300_000,
+        }
+    }
+}
+
+impl AnchorSection {
+    pub fn cluster_id_bytes(&self) -> Result<[u8; 20], String> {
+        let digits = self.cluster_id.strip_prefix("0x").unwrap_or(&self.cluster_id);
+        let bytes = hex::decode(digits).map_err(|e| format!("anchor.cluster_id {:?}: {e}", self.cluster_id))?;
+        bytes
+            .try_into()
+            .map_err(|_| format!("anchor.cluster_id {:?}: must be 20 bytes (40 hex digits)", self.cluster_id))
+    }
 }
 
 /// Connection authentication and authorization (docs/SECURITY.md).
@@ -154,6 +196,7 @@ impl Default for NodeConfig {
             cluster: ClusterSection::default(),
             auth: AuthSection::default(),
             usage: UsageSection::default(),
+            anchor: AnchorSection::default(),
         }
     }
 }
@@ -228,6 +271,22 @@ impl NodeConfig {
         check(self.auth.buckets_reload_ms >= 100, "auth.buckets_reload_ms must be at least 100")?;
         check(self.usage.sync_interval_ms >= 10, "usage.sync_interval_ms must be at least 10")?;
         check(self.usage.journal_compact_bytes >= 4096, "usage.journal_compact_bytes must be at least 4096")?;
+        check(self.anchor.era_ms >= 1000, "anchor.era_ms must be at least 1000")?;
+        check(self.anchor.submit_timeout_ms >= 1000, "anchor.submit_timeout_ms must be at least 1000")?;
+        check(self.anchor.retry_initial_ms >= 10, "anchor.retry_initial_ms must be at least 10")?;
+        check(
+            self.anchor.retry_max_ms >= self.anchor.retry_initial_ms,
+            "anchor.retry_max_ms must be at least anchor.retry_initial_ms",
+        )?;
+        if let Err(e) = self.anchor.cluster_id_bytes() {
+            return Err(anyhow::anyhow!("invalid configuration: {e}"));
+        }
+        if let Some(url) = &self.anchor.chain_url {
+            check(
+                url.starts_with("ws://") || url.starts_with("wss://"),
+                "anchor.chain_url must be a ws:// or wss:// URL",
+            )?;
+        }
         Ok(())
     }
 

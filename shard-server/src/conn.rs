@@ -401,6 +401,18 @@ async fn serve_routed(
             return response;
         }
     }
+    serve_on_cores(state, router, request, forwarded, payload).await
+}
+
+/// Serve a request on this node's cores: the core that owns its stream, every
+/// core for the node-wide questions, core 0 for anchor proofs.
+pub(crate) async fn serve_on_cores(
+    state: &CoreState,
+    router: &Router,
+    request: &Request<'_>,
+    forwarded: bool,
+    payload: &[u8],
+) -> Response {
     let stream = match request {
         // A shard is stored on the core that owns its stream, named in its header.
         Request::PutShard { header, .. } => match ddc_formats::shard::ShardHeader::decode(header) {
@@ -416,6 +428,7 @@ async fn serve_routed(
         (None, Request::ListShards { .. }) | (None, Request::Repair { .. }) | (None, Request::Usage { .. }) => {
             gather_all_cores(state, router, request, payload).await
         }
+        (None, Request::Proof { .. }) if router.core != 0 => router.forward(0, payload.to_vec()).await,
         _ => serve_local(state, request, forwarded).await,
     }
 }

@@ -30,6 +30,8 @@ pub struct CoreState {
     pub buckets: crate::buckets::Buckets,
     /// This core's usage journals.
     pub usage: RefCell<crate::usage::CoreUsage>,
+    /// Core 0 of a node that anchors: the era store (docs/ANCHORING.md).
+    pub anchoring: Option<std::sync::Arc<crate::anchoring::Anchoring>>,
 }
 
 pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -199,6 +201,7 @@ async fn serve(state: &CoreState, request: &Request<'_>) -> Result<Response, Eng
             Response::Seal { sealed_base_offset }
         }
         Request::Usage { bucket } => crate::usage::core_report(state, bucket),
+        Request::Proof { stream, offset, bucket } => crate::anchoring::serve_proof(state, stream, offset, bucket),
         Request::PresentGrants { .. } | Request::UsageAck { .. } => {
             return Ok(error_response(ErrorCode::BadRequest, "grants and usage acks belong to a connection"))
         }

@@ -12,6 +12,7 @@
 //! storage lives in `ddc-engine`, byte layouts in `ddc-formats`.
 
 pub mod access;
+pub mod anchoring;
 pub mod bench;
 pub mod buckets;
 pub mod cluster;

@@ -75,6 +75,20 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         waited += Duration::from_millis(100);
     }
     let cluster = crate::cluster::ClusterSetup::load(&config)?;
+    // Anchoring: the era store (read by core 0) and the thread that submits eras.
+    let anchoring = match &config.anchor.chain_url {
+        Some(_) => Some(Arc::new(
+            crate::anchoring::Anchoring::open(&config.data_dir, config.anchor.clone()).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
+    let submitter = match &anchoring {
+        Some(a) => {
+            let key = ddc_auth::account::Keypair::read(&config.identity_file()).context("node key for anchoring")?;
+            Some(crate::anchoring::spawn_submitter(a.clone(), key, stop.clone()).context("start the anchor thread")?)
+        }
+        None => None,
+    };
     let mesh = build_mesh(cores, 1024);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::new();
@@ -82,13 +96,14 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         let config = config.clone();
         let cluster = cluster.clone();
         let stop = stop.clone();
+        let anchoring = if core == 0 { anchoring.clone() } else { None };
         let report = StartReport { core, tx: Some(ready_tx.clone()) };
         let placement = if cores <= cpus { Placement::Fixed(core) } else { Placement::Unbound };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("core-{core}"))
             .io_memory(config.server.io_memory_bytes)
             .spawn(move || async move {
-                let result = serve_core(core, cores, config, cluster, ends, stop.clone(), report).await;
+                let result = serve_core(core, cores, config, cluster, anchoring, ends, stop.clone(), report).await;
                 if let Err(e) = &result {
                     stop.store(true, Ordering::SeqCst);
                     tracing::error!(core, error = %format!("{e:#}"), "core failed");
@@ -113,12 +128,18 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         tracing::info!(listen = %config.listen, cores, data_dir = %config.data_dir.display(), "shard-server ready");
     }
     let mut first_error = None;
+    // The cores stop on `stop`; so does the anchor thread.
+    let _stop_submitter = StopOnDrop(stop.clone());
     for h in handles {
         match h.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => first_error = first_error.or(Some(e)),
             Err(e) => first_error = first_error.or(Some(anyhow::anyhow!("executor panicked: {e:?}"))),
         }
+    }
+    stop.store(true, Ordering::SeqCst);
+    if let Some(s) = submitter {
+        let _ = s.join();
     }
     match first_error {
         Some(e) => Err(e),
@@ -167,11 +188,22 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Sets the stop flag when dropped (an early return stops the anchor thread too).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_core(
     core: usize,
     cores: usize,
     config: NodeConfig,
     cluster: Option<crate::cluster::ClusterSetup>,
+    anchoring: Option<Arc<crate::anchoring::Anchoring>>,
     ends: crate::router::MeshEnds,
     stop: Arc<AtomicBool>,
     mut report: StartReport,
@@ -231,6 +263,7 @@ async fn serve_core(
         auth_required: config.auth.required,
         buckets,
         usage: std::cell::RefCell::new(usage),
+        anchoring: anchoring.clone(),
     });
     serve_incoming(incoming, state.clone());
     let router = Rc::new(router);
@@ -263,6 +296,7 @@ async fn serve_core(
         let mut ticks = 0u64;
         let buckets_every = (config.auth.buckets_reload_ms / 100).max(1);
         let usage_every = (config.usage.sync_interval_ms / 100).max(1);
+        let mut next_era_end = anchoring.as_ref().map(|a| a.next_era_end(crate::access::now_ms()));
         while !stop.load(Ordering::Relaxed) {
             glommio::timer::sleep(Duration::from_millis(100)).await;
             ticks += 1;
@@ -274,6 +308,16 @@ async fn serve_core(
             }
             if ticks.is_multiple_of(usage_every) {
                 sync_usage(&state).await;
+            }
+            if let (Some(a), Some(end)) = (&anchoring, next_era_end) {
+                if crate::access::now_ms() >= end {
+                    match crate::anchoring::build_era(&state, &router, a).await {
+                        Ok(Some(era)) => tracing::info!(era, "era committed; anchoring"),
+                        Ok(None) => tracing::debug!("era had nothing new; skipped"),
+                        Err(e) => tracing::error!(error = %e, "era not built; trying again next era"),
+                    }
+                    next_era_end = Some(end.max(crate::access::now_ms()) + a.settings.era_ms);
+                }
             }
             if let Some(cluster) = &cluster {
                 let every = (cluster.settings.coding_interval_ms / 100).max(1);

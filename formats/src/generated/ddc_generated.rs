@@ -282,10 +282,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for AckLevel {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 31;
+pub const ENUM_MAX_BODY: u8 = 33;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 32] = [
+pub const ENUM_VALUES_BODY: [Body; 34] = [
   Body::NONE,
   Body::ProduceRequest,
   Body::ProduceResponse,
@@ -318,6 +318,8 @@ pub const ENUM_VALUES_BODY: [Body; 32] = [
   Body::UsageAckResponse,
   Body::UsageRequest,
   Body::UsageResponse,
+  Body::ProofRequest,
+  Body::ProofResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -357,9 +359,11 @@ impl Body {
   pub const UsageAckResponse: Self = Self(29);
   pub const UsageRequest: Self = Self(30);
   pub const UsageResponse: Self = Self(31);
+  pub const ProofRequest: Self = Self(32);
+  pub const ProofResponse: Self = Self(33);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 31;
+  pub const ENUM_MAX: u8 = 33;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceRequest,
@@ -393,6 +397,8 @@ impl Body {
     Self::UsageAckResponse,
     Self::UsageRequest,
     Self::UsageResponse,
+    Self::ProofRequest,
+    Self::ProofResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -429,6 +435,8 @@ impl Body {
       Self::UsageAckResponse => Some("UsageAckResponse"),
       Self::UsageRequest => Some("UsageRequest"),
       Self::UsageResponse => Some("UsageResponse"),
+      Self::ProofRequest => Some("ProofRequest"),
+      Self::ProofResponse => Some("ProofResponse"),
       _ => None,
     }
   }
@@ -4338,6 +4346,235 @@ impl ::core::fmt::Debug for UsageResponse<'_> {
       ds.finish()
   }
 }
+pub enum ProofRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// An inclusion proof from the node's anchored eras: of the segment holding `offset` of
+/// `stream` when `stream` is set, else of bucket `bucket`'s latest anchored usage record.
+pub struct ProofRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ProofRequest<'a> {
+  type Inner = ProofRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ProofRequest<'a> {
+  pub const VT_STREAM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_OFFSET: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BUCKET: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ProofRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProofRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ProofRequest<'bldr>> {
+    let mut builder = ProofRequestBuilder::new(_fbb);
+    builder.add_bucket(args.bucket);
+    builder.add_offset(args.offset);
+    if let Some(x) = args.stream { builder.add_stream(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn stream(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ProofRequest::VT_STREAM, None)}
+  }
+  #[inline]
+  pub fn offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ProofRequest::VT_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn bucket(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ProofRequest::VT_BUCKET, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ProofRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("stream", Self::VT_STREAM, false)?
+     .visit_field::<u64>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<u64>("bucket", Self::VT_BUCKET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProofRequestArgs<'a> {
+    pub stream: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub offset: u64,
+    pub bucket: u64,
+}
+impl<'a> Default for ProofRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ProofRequestArgs {
+      stream: None,
+      offset: 0,
+      bucket: 0,
+    }
+  }
+}
+
+pub struct ProofRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProofRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_stream(&mut self, stream: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ProofRequest::VT_STREAM, stream);
+  }
+  #[inline]
+  pub fn add_offset(&mut self, offset: u64) {
+    self.fbb_.push_slot::<u64>(ProofRequest::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn add_bucket(&mut self, bucket: u64) {
+    self.fbb_.push_slot::<u64>(ProofRequest::VT_BUCKET, bucket, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProofRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProofRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ProofRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ProofRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ProofRequest");
+      ds.field("stream", &self.stream());
+      ds.field("offset", &self.offset());
+      ds.field("bucket", &self.bucket());
+      ds.finish()
+  }
+}
+pub enum ProofResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ProofResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ProofResponse<'a> {
+  type Inner = ProofResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ProofResponse<'a> {
+  pub const VT_PROOF: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ProofResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProofResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ProofResponse<'bldr>> {
+    let mut builder = ProofResponseBuilder::new(_fbb);
+    if let Some(x) = args.proof { builder.add_proof(x); }
+    builder.finish()
+  }
+
+
+  /// An anchor proof (docs/ANCHORING.md "Proofs"): the receipt and the leaf's proof under the record.
+  #[inline]
+  pub fn proof(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ProofResponse::VT_PROOF, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ProofResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("proof", Self::VT_PROOF, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProofResponseArgs<'a> {
+    pub proof: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for ProofResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ProofResponseArgs {
+      proof: None,
+    }
+  }
+}
+
+pub struct ProofResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProofResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_proof(&mut self, proof: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ProofResponse::VT_PROOF, proof);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProofResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProofResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ProofResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ProofResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ProofResponse");
+      ds.field("proof", &self.proof());
+      ds.finish()
+  }
+}
 pub enum MessageOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4841,6 +5078,34 @@ impl<'a> Message<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_proof_request(&self) -> Option<ProofRequest<'a>> {
+    if self.body_type() == Body::ProofRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ProofRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_proof_response(&self) -> Option<ProofResponse<'a>> {
+    if self.body_type() == Body::ProofResponse {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ProofResponse::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Message<'_> {
@@ -4883,6 +5148,8 @@ impl ::flatbuffers::Verifiable for Message<'_> {
           Body::UsageAckResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UsageAckResponse>>("Body::UsageAckResponse", pos),
           Body::UsageRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UsageRequest>>("Body::UsageRequest", pos),
           Body::UsageResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UsageResponse>>("Body::UsageResponse", pos),
+          Body::ProofRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProofRequest>>("Body::ProofRequest", pos),
+          Body::ProofResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProofResponse>>("Body::ProofResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -5164,6 +5431,20 @@ impl ::core::fmt::Debug for Message<'_> {
         },
         Body::UsageResponse => {
           if let Some(x) = self.body_as_usage_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ProofRequest => {
+          if let Some(x) = self.body_as_proof_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ProofResponse => {
+          if let Some(x) = self.body_as_proof_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

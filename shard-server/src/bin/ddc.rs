@@ -198,6 +198,42 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
     },
+    /// Get an inclusion proof from the node: a record's segment (or a bucket's usage) under an
+    /// anchored era's root, with where the era's record is on chain (docs/ANCHORING.md).
+    ///
+    /// Examples:
+    ///   ddc proof --stream b1.orders --offset 42 --out orders-42.proof
+    ///   ddc --identity owner.key proof --bucket 1 --out usage-1.proof
+    #[command(verbatim_doc_comment)]
+    Proof {
+        /// The stream of the record.
+        #[arg(long, required_unless_present = "bucket", conflicts_with = "bucket")]
+        stream: Option<String>,
+        /// The record's offset.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Prove this bucket's latest anchored usage record instead.
+        #[arg(long)]
+        bucket: Option<u64>,
+        /// Write the proof here (it is also summarized on stdout).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Check a proof against the chain, trusting no node: reads the block and extrinsic the
+    /// proof names, checks it is a successful System.remark_with_event signed by the node
+    /// that signed the record, and checks the leaf under the record's root. Exit 0 if valid, 1 if not.
+    ///
+    /// Example: ddc verify orders-42.proof --chain ws://127.0.0.1:9944
+    #[command(verbatim_doc_comment)]
+    Verify {
+        proof: PathBuf,
+        /// WebSocket JSON-RPC endpoint of a Cere node.
+        #[arg(long, value_name = "URL")]
+        chain: String,
+        /// Seconds to wait for the chain.
+        #[arg(long, default_value_t = 30)]
+        timeout_s: u64,
+    },
     /// Seal a stream's open segment now (if it holds records); prints the sealed base offset.
     ///
     /// The node seals, and in a cluster then erasure-codes, the segment as if it had reached
@@ -948,6 +984,24 @@ fn run_client(link: &NodeLink, command: Command) -> anyhow::Result<()> {
         }
         Command::Grant { command } => grant(link, command),
         Command::Usage { bucket, json, export } => usage(link, bucket, json, export.as_deref()),
+        Command::Proof { stream, offset, bucket, out } => {
+            let bytes = link.connect()?.proof(stream.as_deref(), offset, bucket.unwrap_or(0))?;
+            let proof = ddc_anchor::era::AnchorProof::decode(&bytes).map_err(anyhow::Error::msg)?;
+            std::fs::write(&out, &bytes).with_context(|| format!("write {}", out.display()))?;
+            let f = &proof.proof.record.fields;
+            println!(
+                "era {} of node {}: {:?} leaf, on chain in block {} (0x{}), extrinsic {}",
+                f.era,
+                proof.proof.record.node,
+                proof.proof.tree,
+                proof.receipt.block_number,
+                hex::encode(proof.receipt.block_hash),
+                proof.receipt.extrinsic_index
+            );
+            eprintln!("wrote {} ({} bytes)", out.display(), bytes.len());
+            Ok(())
+        }
+        Command::Verify { proof, chain, timeout_s } => verify(&proof, &chain, Duration::from_secs(timeout_s)),
         Command::Ping => {
             let t0 = std::time::Instant::now();
             let (mut client, node) = link.connect_to_node()?;
@@ -1169,6 +1223,23 @@ fn consume(
     for refusal in client.flush_usage_acks()? {
         eprintln!("ddc: warning: the node refused a usage acknowledgment: {refusal}");
     }
+    Ok(())
+}
+
+fn verify(path: &std::path::Path, chain: &str, timeout: Duration) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let proof = ddc_anchor::era::AnchorProof::decode(&bytes).map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let remark = runtime.block_on(async {
+        let rpc = ddc_anchor::chain::rpc::Rpc::connect(chain, timeout).await?;
+        ddc_anchor::chain::submit::read_remark(&rpc, &proof.receipt, &proof.proof.record.node).await
+    })?;
+    proof.proof.verify_against(&remark).context("the proof does not match the record on chain")?;
+    let f = &proof.proof.record.fields;
+    println!(
+        "valid: {:?} leaf of era {} (node {}), anchored in block {} extrinsic {}",
+        proof.proof.tree, f.era, proof.proof.record.node, proof.receipt.block_number, proof.receipt.extrinsic_index
+    );
     Ok(())
 }
 
