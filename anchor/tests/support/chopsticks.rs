@@ -150,9 +150,9 @@ pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     digits.chunks(2).map(byte).collect()
 }
 
-/// `<repo>/anchor`, where this file's crate lives.
+/// `<repo>/anchor`: the including crate is a member of the workspace at `<repo>`.
 fn anchor_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../anchor")
 }
 
 /// `DDC_CHAIN_SPEC`, else the spec beside the repository in `shared/`.
@@ -227,6 +227,11 @@ impl Chopsticks {
             let _ = chain.rpc_result("dev_newBlock", json!([]));
         }
         panic!("chopsticks could not build block #1; log:\n{}", chain.log());
+    }
+
+    /// The chopsticks process id (to pause it with SIGSTOP, as an outage).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn http_url(&self) -> String {
