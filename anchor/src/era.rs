@@ -355,3 +355,107 @@ impl AnchorProof {
         Ok(AnchorProof { receipt, proof })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merkle::DataLeafKind;
+    use crate::record::AnchorFields;
+    use ddc_auth::account::Keypair;
+    use ddc_auth::usage::NodeUsage;
+
+    fn segment(stream: &str, base: u64) -> DataLeaf {
+        DataLeaf {
+            kind: DataLeafKind::Segment,
+            stream: stream.into(),
+            base_offset: base,
+            next_offset: base + 10,
+            index: 0,
+            root: [base as u8; 32],
+        }
+    }
+
+    fn usage(bucket: u64, puts: u64) -> UsageLeaf {
+        UsageLeaf::Bucket { bucket, usage: CustomerUsage { number_of_puts: puts, ..Default::default() } }
+    }
+
+    fn commit(store: &mut EraStore, key: &Keypair, era: u64, data: Vec<DataLeaf>, usage: Vec<UsageLeaf>) {
+        let data = LeafTree::build(data).unwrap();
+        let usage = LeafTree::build(usage).unwrap();
+        let fields = AnchorFields {
+            cluster_id: [1; 20],
+            era,
+            start_ms: era * 1000,
+            end_ms: era * 1000 + 1000,
+            data_root: data.root(),
+            usage_root: usage.root(),
+            data_leaves: data.leaf_count(),
+            usage_leaves: usage.leaf_count(),
+            totals: NodeUsage::default(),
+        };
+        store.commit(era, AnchorRecord::sign(key, fields), data, usage).unwrap();
+    }
+
+    fn receipt(n: u32) -> Receipt {
+        Receipt { block_hash: [n as u8; 32], block_number: n, extrinsic_index: 1, tx_hash: [9; 32], fee: 484_414_000 }
+    }
+
+    #[test]
+    fn eras_survive_reopen_and_say_what_is_anchored() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Keypair::generate();
+        let mut store = EraStore::open(dir.path()).unwrap();
+        assert_eq!(store.next_era(), (1, None));
+        commit(&mut store, &key, 1, vec![segment("b1.a", 0), segment("b1.a", 10)], vec![usage(1, 3)]);
+        commit(&mut store, &key, 2, vec![segment("b1.b", 0)], vec![usage(1, 2), usage(2, 5)]);
+        assert_eq!(store.first_pending().map(|(e, _)| e), Some(1));
+        store.set_receipt(1, receipt(7)).unwrap();
+        assert!(store.data_proof("b1.a", 15).is_some(), "era 1 is anchored");
+        assert!(store.data_proof("b1.b", 0).is_none(), "era 2 is not anchored yet");
+
+        let store = EraStore::open(dir.path()).unwrap();
+        assert_eq!(store.next_era(), (3, Some(3000)));
+        assert_eq!(store.first_pending().map(|(e, _)| e), Some(2));
+        assert_eq!(store.eras()[&1].receipt, Some(receipt(7)));
+        assert_eq!(store.anchored_data().len(), 3);
+        let totals = store.anchored_usage().unwrap();
+        assert_eq!(totals[&1].number_of_puts, 5);
+        assert_eq!(totals[&2].number_of_puts, 5);
+        let proof = store.data_proof("b1.a", 15).unwrap();
+        let decoded = AnchorProof::decode(&proof.encode()).unwrap();
+        assert_eq!(decoded.receipt, receipt(7));
+        decoded.proof.verify_against(&store.eras()[&1].record.encode()).unwrap();
+        assert!(store.usage_proof(1).is_some());
+        assert!(store.usage_proof(2).is_none(), "bucket 2's usage is only in era 2, not anchored yet");
+    }
+
+    #[test]
+    fn an_uncommitted_era_is_dropped_and_damage_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Keypair::generate();
+        let mut store = EraStore::open(dir.path()).unwrap();
+        commit(&mut store, &key, 1, vec![segment("b1.a", 0)], vec![]);
+        // A crash between the leaves file and the record: era 2 was never committed.
+        let orphan = dir.path().join(format!("era-{:020}.leaves", 2));
+        std::fs::copy(dir.path().join(format!("era-{:020}.leaves", 1)), &orphan).unwrap();
+        std::fs::write(dir.path().join("era-00000000000000000003.record.tmp"), b"half").unwrap();
+        let store = EraStore::open(dir.path()).unwrap();
+        assert_eq!(store.next_era(), (2, Some(2000)));
+        assert!(!orphan.exists(), "the uncommitted era's leaves are removed");
+        // A damaged leaves file of a committed era: refused, naming the file.
+        let leaves = dir.path().join(format!("era-{:020}.leaves", 1));
+        let mut bytes = std::fs::read(&leaves).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&leaves, bytes).unwrap();
+        let err = EraStore::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("era-00000000000000000001.leaves") && err.contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn anchor_proofs_refuse_garbage() {
+        assert!(AnchorProof::decode(b"DDCX").is_err());
+        assert!(AnchorProof::decode(&[0; 200]).is_err());
+        assert!(Receipt::decode(&[0; 71]).is_none());
+        assert_eq!(Receipt::decode(&receipt(3).encode()), Some(receipt(3)));
+    }
+}

@@ -72,9 +72,14 @@ fn eras_are_anchored_proofs_verify_against_the_chain_and_outages_lose_nothing() 
     assert_eq!(proof.proof.record.node, key.account(), "signed by the node key");
     let file = node.dir().join("orders-7.proof");
     std::fs::write(&file, &bytes).unwrap();
-    let out = node.ddc(&["verify", file.to_str().unwrap(), "--chain", &chain.ws_url], b"");
+    let me = key.account().to_ss58();
+    let out = node.ddc(&["verify", file.to_str().unwrap(), "--chain", &chain.ws_url, "--node", &me], b"");
     assert!(out.status.success(), "verify: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("valid"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Required to be another node's: refused.
+    let other = Keypair::generate().account().to_ss58();
+    let out = node.ddc(&["verify", file.to_str().unwrap(), "--chain", &chain.ws_url, "--node", &other], b"");
+    assert_eq!(out.status.code(), Some(1));
     // `ddc proof` writes the same kind of file.
     let via_cli = node.dir().join("cli.proof");
     node.ddc_ok(&["proof", "--stream", "b1.orders", "--offset", "49", "--out", via_cli.to_str().unwrap()], b"");

@@ -233,6 +233,10 @@ enum Command {
         /// Seconds to wait for the chain.
         #[arg(long, default_value_t = 30)]
         timeout_s: u64,
+        /// Also require the record to be signed by this node account (SS58 or hex); without it,
+        /// the proof is valid for whichever node signed it, which is printed.
+        #[arg(long = "node", value_name = "ACCOUNT", value_parser = parse_account)]
+        expected_node: Option<Account>,
     },
     /// Seal a stream's open segment now (if it holds records); prints the sealed base offset.
     ///
@@ -1001,7 +1005,9 @@ fn run_client(link: &NodeLink, command: Command) -> anyhow::Result<()> {
             eprintln!("wrote {} ({} bytes)", out.display(), bytes.len());
             Ok(())
         }
-        Command::Verify { proof, chain, timeout_s } => verify(&proof, &chain, Duration::from_secs(timeout_s)),
+        Command::Verify { proof, chain, timeout_s, expected_node } => {
+            verify(&proof, &chain, Duration::from_secs(timeout_s), expected_node)
+        }
         Command::Ping => {
             let t0 = std::time::Instant::now();
             let (mut client, node) = link.connect_to_node()?;
@@ -1226,9 +1232,19 @@ fn consume(
     Ok(())
 }
 
-fn verify(path: &std::path::Path, chain: &str, timeout: Duration) -> anyhow::Result<()> {
+fn verify(
+    path: &std::path::Path,
+    chain: &str,
+    timeout: Duration,
+    expected_node: Option<Account>,
+) -> anyhow::Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
     let proof = ddc_anchor::era::AnchorProof::decode(&bytes).map_err(anyhow::Error::msg)?;
+    if let Some(node) = expected_node {
+        if proof.proof.record.node != node {
+            anyhow::bail!("the record is signed by {}, not by {node}", proof.proof.record.node);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let remark = runtime.block_on(async {
         let rpc = ddc_anchor::chain::rpc::Rpc::connect(chain, timeout).await?;
