@@ -77,6 +77,12 @@ impl Rpc {
         Metadata::decode(&hex_bytes("state_getMetadata", &raw)?)
     }
 
+    /// The metadata of the runtime that was in force at block `at`.
+    pub async fn metadata_at(&self, at: &[u8; 32]) -> Result<Metadata, ChainError> {
+        let raw = self.call("state_getMetadata", rpc_params![format!("0x{}", hex::encode(at))]).await?;
+        Metadata::decode(&hex_bytes("state_getMetadata", &raw)?)
+    }
+
     pub async fn chain_state(&self) -> Result<ChainState, ChainError> {
         let version = self.call("state_getRuntimeVersion", rpc_params![]).await?;
         let field = |name: &str| {

@@ -115,8 +115,8 @@ pub fn check_events(events: &[Event], receipt: &Receipt, sender: &Account, remar
 /// chain: the extrinsic at the receipt's place must be a successful
 /// `System.remark_with_event` signed by `expected_sender`. Returns the remark.
 pub async fn read_remark(rpc: &Rpc, receipt: &Receipt, expected_sender: &Account) -> Result<Vec<u8>, ChainError> {
-    // The metadata of the runtime that built that block: read it at the block.
-    let metadata = rpc.metadata().await?;
+    // The metadata of the runtime that built that block: the runtime may have been upgraded since.
+    let metadata = rpc.metadata_at(&receipt.block_hash).await?;
     let (number, extrinsics) = rpc.block(&receipt.block_hash).await?.ok_or_else(|| {
         ChainError::Extrinsic(format!("block 0x{} is unknown to the chain", hex::encode(receipt.block_hash)))
     })?;
