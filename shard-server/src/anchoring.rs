@@ -79,7 +79,7 @@ async fn ask(state: &CoreState, router: &Router, request: &Request<'_>) -> Respo
 }
 
 /// Build and commit the era ending now, if anything is new. Returns the era committed.
-pub async fn build_era(state: &CoreState, router: &Router, anchoring: &Anchoring) -> Result<Option<u64>, String> {
+pub async fn build_era(state: &CoreState, router: &Router, anchoring: &Arc<Anchoring>) -> Result<Option<u64>, String> {
     let Some(identity) = state.identity.clone() else { return Err("the node has no key".into()) };
     let (anchored, anchored_usage, anchored_acks, (era, start)) = {
         let store = anchoring.store();
@@ -174,7 +174,12 @@ pub async fn build_era(state: &CoreState, router: &Router, anchoring: &Anchoring
     };
     fields.check().map_err(|e| e.to_string())?;
     let record = AnchorRecord::sign(&identity, fields);
-    anchoring.store().commit(era, record, data, usage).map_err(|e| e.to_string())?;
+    // Writing and syncing the era's files is blocking I/O: off the reactor, so the core keeps serving.
+    let anchoring = anchoring.clone();
+    glommio::executor()
+        .spawn_blocking(move || anchoring.store().commit(era, record, data, usage))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Some(era))
 }
 
