@@ -67,7 +67,7 @@
 //!
 //! | bytes | field |
 //! | --- | --- |
-//! | 0..4 | magic, `"DDCP"` ([`RECORD_PROOF_MAGIC`]) |
+//! | 0..4 | magic, `"DDRP"` ([`RECORD_PROOF_MAGIC`]) |
 //! | 4 | version, 1 |
 //! | 5 | tree: 1 data, 2 usage ([`Tree`]) |
 //! | 6..8 | leaf length `ℓ` (`u16`), at most [`LEAF_BYTES_MAX`] |
@@ -104,7 +104,7 @@ pub const RECORD_SIGNING_DOMAIN: &[u8; 20] = b"ddc anchor record v1";
 pub const RECORD_SIGNING_MESSAGE_BYTES: usize = RECORD_SIGNING_DOMAIN.len() + RECORD_SIGNED_BYTES;
 
 /// The first four bytes of every encoded [`RecordProof`].
-pub const RECORD_PROOF_MAGIC: &[u8; 4] = b"DDCP";
+pub const RECORD_PROOF_MAGIC: &[u8; 4] = b"DDRP";
 
 /// The proof bundle encoding version this module writes and accepts.
 pub const RECORD_PROOF_VERSION: u8 = 1;
@@ -179,7 +179,7 @@ pub enum AnchorError {
         found: [u8; 4],
     },
     /// The bytes do not start with [`RECORD_PROOF_MAGIC`].
-    #[error("not a record proof: the first bytes are {found:02x?}, not \"DDCP\"")]
+    #[error("not a record proof: the first bytes are {found:02x?}, not \"DDRP\"")]
     NotARecordProof {
         /// The first four bytes.
         found: [u8; 4],

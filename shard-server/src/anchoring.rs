@@ -144,7 +144,12 @@ pub async fn build_era(state: &CoreState, router: &Router, anchoring: &Arc<Ancho
     let mut node = NodeUsage::default();
     for (bucket, total) in &report.buckets {
         let before = anchored_usage.get(bucket).copied().unwrap_or_default();
-        let delta = difference(total, &before).ok_or_else(|| format!("bucket {bucket}: usage went down"))?;
+        // Lower than anchored only after a power loss took the journal's unsynced tail (the
+        // anchored era counted it): anchor nothing more for it until the counters catch up.
+        let delta = difference(total, &before).unwrap_or_else(|| {
+            tracing::warn!(bucket, "usage is below what was anchored (journal tail lost?); no delta this era");
+            saturating_difference(total, &before)
+        });
         if delta != CustomerUsage::default() {
             node = node.add(&as_node(&delta)).map_err(|e| e.to_string())?;
             usage.push(UsageLeaf::Bucket { bucket: *bucket, usage: delta });
@@ -190,6 +195,15 @@ fn difference(a: &CustomerUsage, b: &CustomerUsage) -> Option<CustomerUsage> {
         number_of_puts: a.number_of_puts.checked_sub(b.number_of_puts)?,
         number_of_gets: a.number_of_gets.checked_sub(b.number_of_gets)?,
     })
+}
+
+fn saturating_difference(a: &CustomerUsage, b: &CustomerUsage) -> CustomerUsage {
+    CustomerUsage {
+        transferred_bytes: a.transferred_bytes.saturating_sub(b.transferred_bytes),
+        stored_bytes: a.stored_bytes.saturating_sub(b.stored_bytes),
+        number_of_puts: a.number_of_puts.saturating_sub(b.number_of_puts),
+        number_of_gets: a.number_of_gets.saturating_sub(b.number_of_gets),
+    }
 }
 
 fn as_node(u: &CustomerUsage) -> NodeUsage {

@@ -116,6 +116,9 @@ pub struct ClusterSection {
     pub membership_file: Option<PathBuf>,
     /// This node's ed25519 key file (32-byte seed, hex); its public key must be in the cluster file.
     pub node_key_file: Option<PathBuf>,
+    /// Where the membership comes from: "file" (`membership_file`) or "chain" (the cluster
+    /// `anchor.cluster_id` on `anchor.chain_url`, read at start).
+    pub membership_source: MembershipSourceKind,
     /// A follower that has not caught up with the leader for this long leaves the in-sync set,
     /// and a produce stops waiting for it.
     pub replica_lag_max_ms: u64,
@@ -132,6 +135,14 @@ pub struct ClusterSection {
     pub peer_timeout_ms: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MembershipSourceKind {
+    #[default]
+    File,
+    Chain,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplicaRetention {
@@ -144,6 +155,7 @@ impl Default for ClusterSection {
         ClusterSection {
             membership_file: None,
             node_key_file: None,
+            membership_source: MembershipSourceKind::File,
             replica_lag_max_ms: 3_000,
             replica_retention: ReplicaRetention::Leader,
             coding_interval_ms: 1_000,
@@ -259,10 +271,19 @@ impl NodeConfig {
         check(self.server.frame_read_timeout_ms >= 100, "server.frame_read_timeout_ms must be at least 100")?;
         check(self.server.in_flight_max >= 1, "server.in_flight_max must be at least 1")?;
         check(self.cores <= 256, "cores must be at most 256")?;
-        check(
-            self.cluster.membership_file.is_some() == self.cluster.node_key_file.is_some(),
-            "cluster.membership_file and cluster.node_key_file must be set together",
-        )?;
+        match self.cluster.membership_source {
+            MembershipSourceKind::File => check(
+                self.cluster.membership_file.is_some() == self.cluster.node_key_file.is_some(),
+                "cluster.membership_file and cluster.node_key_file must be set together",
+            )?,
+            MembershipSourceKind::Chain => {
+                check(
+                    self.cluster.node_key_file.is_some() && self.cluster.membership_file.is_none(),
+                    "cluster.membership_source = \"chain\" needs cluster.node_key_file and no cluster.membership_file",
+                )?;
+                check(self.anchor.chain_url.is_some(), "cluster.membership_source = \"chain\" needs anchor.chain_url")?;
+            }
+        }
         check(self.cluster.replica_lag_max_ms >= 100, "cluster.replica_lag_max_ms must be at least 100")?;
         check(self.cluster.coding_interval_ms >= 10, "cluster.coding_interval_ms must be at least 10")?;
         check(self.cluster.scrub_interval_ms >= 100, "cluster.scrub_interval_ms must be at least 100")?;

@@ -10,6 +10,8 @@ mod common;
 
 #[path = "../../anchor/tests/support/chopsticks.rs"]
 mod chopsticks;
+#[path = "../../anchor/tests/support/ddc_registry.rs"]
+mod ddc_registry;
 
 use std::time::Duration;
 
@@ -137,4 +139,55 @@ fn eras_are_anchored_proofs_verify_against_the_chain_and_outages_lose_nothing() 
         assert!(out.status.success(), "late{round}: {}", String::from_utf8_lossy(&out.stderr));
     }
     node.assert_alive();
+}
+
+#[test]
+fn a_cluster_whose_membership_comes_from_the_chain_serves() {
+    let Some(chain) = Chopsticks::start() else { return };
+    let manager = Keypair::generate();
+    chain.fund(&manager.account().0, 100 * CERE);
+    let mut nodes: Vec<(Node, Keypair)> = (0..3)
+        .map(|_| {
+            let node = Node::new();
+            std::fs::create_dir_all(&node.data_dir).unwrap();
+            let key = Keypair::generate();
+            key.write_new(&node.data_dir.join("node.key")).unwrap();
+            chain.fund(&key.account().0, 100 * CERE);
+            (node, key)
+        })
+        .collect();
+    let cluster_id = [0xbb; 20];
+    // Registered with extrinsics: the cluster (k 2, n 3, replication 3), then each node at its address.
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        let rpc = ddc_anchor::chain::rpc::Rpc::connect(&chain.ws_url, WAIT).await.unwrap();
+        let md = rpc.metadata().await.unwrap();
+        ddc_registry::create_cluster(&rpc, &md, &manager, cluster_id, 2, 3, 3).await;
+        for (node, key) in &nodes {
+            ddc_registry::add_node(&rpc, &md, &manager, cluster_id, key, "127.0.0.1", node.addr.port()).await;
+        }
+    });
+    for (node, _) in &mut nodes {
+        node.set_config(Some(&format!(
+            "data_dir = {:?}\nlisten = \"{}\"\ncores = 1\n[server]\nio_memory_bytes = 1048576\n\
+             [log]\nsegment_bytes_max = 1048576\n[cluster]\nnode_key_file = {:?}\nmembership_source = \"chain\"\n\
+             [anchor]\nchain_url = \"{}\"\ncluster_id = \"0x{}\"\n",
+            node.data_dir,
+            node.addr,
+            node.data_dir.join("node.key"),
+            chain.ws_url,
+            hex::encode(cluster_id)
+        )));
+        node.spawn();
+    }
+    for (node, _) in &mut nodes {
+        node.wait_ready();
+    }
+    // Written through one member, read through another: they agree on placement, so on membership.
+    let mut writer = nodes[0].0.client();
+    let records: Vec<Vec<u8>> = (0..100).map(|i| format!("member-{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    writer.produce("b1.members", &refs).unwrap();
+    let fetched = nodes[2].0.client().fetch("b1.members", 0, 1 << 20, 0).unwrap();
+    assert_eq!(fetched.records.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), records);
+    assert!(nodes[1].0.log().contains("cluster membership loaded from cluster 0xbbbb"), "{}", nodes[1].0.log());
 }

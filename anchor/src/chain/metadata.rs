@@ -119,7 +119,42 @@ impl Metadata {
         Ok([p.index, variant.index])
     }
 
-    /// The pallet's index and the variant of `name` in its event enum.
+    /// Encode the call `pallet.call(args...)`, each argument converted to the
+    /// call's argument type from the metadata (so layouts come from the runtime).
+    pub fn encode_call(
+        &self,
+        pallet: &str,
+        call: &str,
+        args: &[scale_value::Value<()>],
+    ) -> Result<Vec<u8>, ChainError> {
+        let index = self.call_index(pallet, call)?;
+        let p = self.pallet(pallet)?;
+        let ty = p.calls_ty.ok_or_else(|| ChainError::Metadata(format!("pallet {pallet} has no calls")))?;
+        let variant = self
+            .variants(ty)?
+            .iter()
+            .find(|v| v.name == call)
+            .ok_or_else(|| ChainError::Metadata(format!("pallet {pallet} has no call {call}")))?;
+        if variant.fields.len() != args.len() {
+            return Err(ChainError::Metadata(format!(
+                "{pallet}.{call} takes {} arguments, {} given",
+                variant.fields.len(),
+                args.len()
+            )));
+        }
+        let mut out = index.to_vec();
+        for (field, arg) in variant.fields.iter().zip(args) {
+            scale_value::scale::encode_as_type(arg, field.ty.id, &self.registry, &mut out).map_err(|e| {
+                ChainError::Metadata(format!(
+                    "{pallet}.{call} argument {:?}: {e}",
+                    field.name.as_deref().unwrap_or("?")
+                ))
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// The pallet's index.
     pub fn pallet_index(&self, pallet: &str) -> Result<u8, ChainError> {
         Ok(self.pallet(pallet)?.index)
     }

@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod extrinsic;
+pub mod membership;
 pub mod metadata;
 pub mod rpc;
 pub mod submit;

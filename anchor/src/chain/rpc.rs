@@ -158,6 +158,27 @@ impl Rpc {
         hex_bytes("state_getStorage", &v).map(Some)
     }
 
+    /// Up to `count` storage keys starting with `prefix`, after `start` (paging), at the best block.
+    pub async fn keys_paged(
+        &self,
+        prefix: &[u8],
+        count: u32,
+        start: Option<&[u8]>,
+    ) -> Result<Vec<Vec<u8>>, ChainError> {
+        let prefix = format!("0x{}", hex::encode(prefix));
+        let v = match start {
+            Some(s) => {
+                self.call("state_getKeysPaged", rpc_params![prefix, count, format!("0x{}", hex::encode(s))]).await?
+            }
+            None => self.call("state_getKeysPaged", rpc_params![prefix, count]).await?,
+        };
+        v.as_array()
+            .ok_or_else(|| rpc_error("state_getKeysPaged", format!("expected a list, got {v}")))?
+            .iter()
+            .map(|k| hex_bytes("state_getKeysPaged", k))
+            .collect()
+    }
+
     /// The events of the block `at`.
     pub async fn events(&self, metadata: &Metadata, at: &[u8; 32]) -> Result<Vec<Event>, ChainError> {
         let (prefix, _) = metadata.storage_value_type("System", "Events")?;

@@ -37,10 +37,26 @@ pub async fn anchor_remark(
     remark: &[u8],
     timeout: Duration,
 ) -> Result<Receipt, ChainError> {
+    let call = extrinsic::remark_with_event(metadata, remark)?;
+    let (mut receipt, events) = submit_call(rpc, metadata, signer, &call, timeout).await?;
+    receipt.fee = check_events(&events, &receipt, &signer.account(), remark)?;
+    Ok(receipt)
+}
+
+/// Sign `call` as `signer` with its next nonce, submit it, and wait (up to
+/// `timeout`) for the block that holds it. Returns where it is and that
+/// block's events; fails if the events say `System.ExtrinsicFailed` at its
+/// index, and sets the receipt's fee from `TransactionFeePaid`.
+pub async fn submit_call(
+    rpc: &Rpc,
+    metadata: &Metadata,
+    signer: &Keypair,
+    call: &[u8],
+    timeout: Duration,
+) -> Result<(Receipt, Vec<Event>), ChainError> {
     let state = rpc.chain_state().await?;
     let nonce = rpc.next_nonce(&signer.account()).await?;
-    let call = extrinsic::remark_with_event(metadata, remark)?;
-    let xt = extrinsic::sign(metadata, &state, signer, nonce, 0, &call)?;
+    let xt = extrinsic::sign(metadata, &state, signer, nonce, 0, call)?;
     let from = rpc.head_number().await?;
     let tx_hash = rpc.submit(&xt).await?;
     if tx_hash != blake2_256(&xt) {
@@ -61,9 +77,9 @@ pub async fn anchor_remark(
                             tx_hash,
                             fee: 0,
                         };
-                        receipt.fee =
-                            check_events(&rpc.events(metadata, &hash).await?, &receipt, &signer.account(), remark)?;
-                        return Ok(receipt);
+                        let events = rpc.events(metadata, &hash).await?;
+                        receipt.fee = outcome(&events, &receipt)?;
+                        return Ok((receipt, events));
                     }
                 }
             }
@@ -76,38 +92,44 @@ pub async fn anchor_remark(
     }
 }
 
-/// Check that the block's events say the remark at `receipt` succeeded, by
-/// `sender`. Returns the fee paid (`TransactionPayment.TransactionFeePaid`, 0 if absent).
-pub fn check_events(events: &[Event], receipt: &Receipt, sender: &Account, remark: &[u8]) -> Result<u128, ChainError> {
+/// The outcome of the extrinsic at `receipt`: the fee it paid
+/// (`TransactionPayment.TransactionFeePaid`, 0 if absent), or its failure.
+fn outcome(events: &[Event], receipt: &Receipt) -> Result<u128, ChainError> {
     let mine: Vec<&Event> = events.iter().filter(|e| e.extrinsic == Some(receipt.extrinsic_index)).collect();
     if let Some(failed) = mine.iter().find(|e| e.pallet == "System" && e.name == "ExtrinsicFailed") {
         return Err(ChainError::Failed { block_number: receipt.block_number, error: format!("{:?}", failed.fields) });
     }
+    if !mine.iter().any(|e| e.pallet == "System" && e.name == "ExtrinsicSuccess") {
+        return Err(ChainError::Events(format!(
+            "no System.ExtrinsicSuccess at extrinsic {} of block {}",
+            receipt.extrinsic_index, receipt.block_number
+        )));
+    }
+    Ok(mine
+        .iter()
+        .find(|e| e.pallet == "TransactionPayment" && e.name == "TransactionFeePaid")
+        .and_then(|e| e.field("actual_fee", 1))
+        .and_then(super::events::as_u128)
+        .unwrap_or(0))
+}
+
+/// Check that the block's events say the remark at `receipt` succeeded, by
+/// `sender`. Returns the fee paid (`TransactionPayment.TransactionFeePaid`, 0 if absent).
+pub fn check_events(events: &[Event], receipt: &Receipt, sender: &Account, remark: &[u8]) -> Result<u128, ChainError> {
+    let fee = outcome(events, receipt)?;
+    let mine: Vec<&Event> = events.iter().filter(|e| e.extrinsic == Some(receipt.extrinsic_index)).collect();
     let remarked = mine.iter().any(|e| {
         e.pallet == "System"
             && e.name == "Remarked"
             && e.field("sender", 0).and_then(as_bytes).as_deref() == Some(&sender.0[..])
             && e.field("hash", 1).and_then(as_bytes).as_deref() == Some(&blake2_256(remark)[..])
     });
-    let succeeded = mine.iter().any(|e| e.pallet == "System" && e.name == "ExtrinsicSuccess");
     if !remarked {
         return Err(ChainError::Events(format!(
             "no System.Remarked by {sender} with the remark's hash at extrinsic {} of block {}",
             receipt.extrinsic_index, receipt.block_number
         )));
     }
-    if !succeeded {
-        return Err(ChainError::Events(format!(
-            "no System.ExtrinsicSuccess at extrinsic {} of block {}",
-            receipt.extrinsic_index, receipt.block_number
-        )));
-    }
-    let fee = mine
-        .iter()
-        .find(|e| e.pallet == "TransactionPayment" && e.name == "TransactionFeePaid")
-        .and_then(|e| e.field("actual_fee", 1))
-        .and_then(super::events::as_u128)
-        .unwrap_or(0);
     Ok(fee)
 }
 

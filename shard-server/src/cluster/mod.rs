@@ -14,6 +14,7 @@
 //!   segment's `n` **holders**, records the placement, and followers may drop
 //!   their copy, see [`shards`].
 
+pub mod chain_source;
 pub mod replication;
 pub mod shards;
 
@@ -47,18 +48,18 @@ impl ClusterSetup {
     /// Load the membership and the node key named in the configuration, and
     /// check that this node is a member and that shards fit in frames.
     pub fn load(config: &NodeConfig) -> anyhow::Result<Option<ClusterSetup>> {
-        let (Some(file), Some(key)) = (&config.cluster.membership_file, &config.cluster.node_key_file) else {
-            return Ok(None);
+        let Some(key) = &config.cluster.node_key_file else { return Ok(None) };
+        let (membership, described) = match config.cluster.membership_source {
+            crate::config::MembershipSourceKind::Chain => chain_source::load(config)?,
+            crate::config::MembershipSourceKind::File => {
+                let Some(file) = &config.cluster.membership_file else { return Ok(None) };
+                let source = TomlFile::new(file);
+                (source.load()?, source.describe())
+            }
         };
-        let source = TomlFile::new(file);
-        let membership = source.load()?;
         let me = NodeKey::read(key)?.id();
         let Some(member) = membership.member(&me) else {
-            anyhow::bail!(
-                "this node's key ({}) is not a member of {}; its public key is {me}",
-                key.display(),
-                source.describe()
-            );
+            anyhow::bail!("this node's key ({}) is not a member of {described}; its public key is {me}", key.display());
         };
         if member.address.port() != config.listen.port() {
             tracing::warn!(listen = %config.listen, member = %member.address, "the cluster file lists this node at another port");
@@ -75,7 +76,7 @@ impl ClusterSetup {
             );
         }
         tracing::info!(node = %me, members = membership.nodes.len(), k, n = membership.erasure_coding_total,
-            replication = membership.replication_total, "cluster membership loaded from {}", source.describe());
+            replication = membership.replication_total, "cluster membership loaded from {described}");
         Ok(Some(ClusterSetup { membership, me }))
     }
 }
