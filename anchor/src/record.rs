@@ -932,7 +932,7 @@ mod tests {
         let chain = record.encode();
         for bundle in every_bundle(&data, &usage, record) {
             let bytes = bundle.encode();
-            assert_eq!(&bytes[0..6], &[b'D', b'D', b'C', b'P', 1, bundle.tree.byte()]);
+            assert_eq!(&bytes[0..6], &[b'D', b'D', b'R', b'P', 1, bundle.tree.byte()]);
             assert_eq!(&bytes[8..260], &chain[..]);
             let decoded = RecordProof::decode(&bytes).unwrap();
             assert_eq!(decoded, bundle);
@@ -1016,7 +1016,7 @@ mod tests {
             bytes[at] = value;
             RecordProof::decode(&bytes)
         };
-        assert_eq!(with(3, b'A'), Err(AnchorError::NotARecordProof { found: *b"DDCA" }));
+        assert_eq!(with(3, b'A'), Err(AnchorError::NotARecordProof { found: *b"DDRA" }));
         assert_eq!(with(4, 0), Err(AnchorError::UnsupportedVersion { what: "record proof", found: 0, supported: 1 }));
         assert_eq!(with(5, 3), Err(AnchorError::UnknownTree { byte: 3 }));
         assert!(matches!(with(5, 2), Err(AnchorError::UnknownLeafKind { tree: Tree::Usage, kind: 1 })));

@@ -138,6 +138,21 @@ fn eras_are_anchored_proofs_verify_against_the_chain_and_outages_lose_nothing() 
         let out = node.ddc(&["verify", file.to_str().unwrap(), "--chain", &chain.ws_url], b"");
         assert!(out.status.success(), "late{round}: {}", String::from_utf8_lossy(&out.stderr));
     }
+
+    // The chain is killed (connections refused) while eras are committed; a chain comes back
+    // on the same address (a new one: genesis again, so the node's account is funded again).
+    let port = chain.port;
+    drop(chain);
+    produce_and_seal(&mut client, "b1.after-kill", 10);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(node.client().proof(Some("b1.after-kill"), 0, 0).is_err(), "anchored with no chain");
+    let chain = Chopsticks::start_on(port).expect("the spec was there a moment ago");
+    chain.fund(&key.account().0, 1_000 * CERE);
+    let bytes = wait_for_proof(&node, "b1.after-kill", 3);
+    let file = node.dir().join("after-kill.proof");
+    std::fs::write(&file, &bytes).unwrap();
+    let out = node.ddc(&["verify", file.to_str().unwrap(), "--chain", &chain.ws_url], b"");
+    assert!(out.status.success(), "after kill: {}", String::from_utf8_lossy(&out.stderr));
     node.assert_alive();
 }
 

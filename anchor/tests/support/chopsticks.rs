@@ -167,6 +167,12 @@ impl Chopsticks {
     /// Starts a fresh chain. `None`, after saying so on stderr, when the chain spec is
     /// absent; panics with chopsticks' log on any other failure.
     pub fn start() -> Option<Chopsticks> {
+        Chopsticks::start_on(0)
+    }
+
+    /// [`Chopsticks::start`] on a given port (0: any free port): a chain that
+    /// comes back where a killed one was. A new chain: genesis state again.
+    pub fn start_on(port: u16) -> Option<Chopsticks> {
         let spec = chain_spec_path();
         if !spec.is_file() {
             eprintln!("skipping: {} not found (set DDC_CHAIN_SPEC)", spec.display());
@@ -186,7 +192,7 @@ impl Chopsticks {
             .arg(package.join("node_modules/@acala-network/chopsticks/chopsticks.cjs"))
             .arg("--genesis")
             .arg(&spec)
-            .args(["--build-block-mode", "Instant", "--host", "127.0.0.1", "--port", "0"])
+            .args(["--build-block-mode", "Instant", "--host", "127.0.0.1", "--port", &port.to_string()])
             .current_dir(dir.path())
             .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("clone log handle"))
@@ -196,9 +202,12 @@ impl Chopsticks {
         let stdin = child.stdin.take().expect("piped stdin");
 
         let started = Instant::now();
+        let wanted = port;
         let port = loop {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             if let Some(port) = listening_port(&text) {
+                // chopsticks slides to port+1.. when the port is taken; a fixed port must be exact.
+                assert!(wanted == 0 || port == wanted, "chopsticks listens on {port}, not {wanted}");
                 break port;
             }
             if let Some(status) = child.try_wait().expect("poll chopsticks") {

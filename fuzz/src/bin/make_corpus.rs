@@ -58,6 +58,8 @@ fn main() {
         ("usage-ack", Request::UsageAck { ack: &[1; 184] }),
         ("usage", Request::Usage { bucket: Some(7) }),
         ("usage-all", Request::Usage { bucket: None }),
+        ("proof", Request::Proof { stream: Some("b1.orders"), offset: 7, bucket: 0 }),
+        ("proof-usage", Request::Proof { stream: None, offset: 0, bucket: 1 }),
     ];
     let run = batch_run(&[(0, &[b"a", b"bb"]), (2, &[b"ccc"])]);
     let responses = [
@@ -110,6 +112,7 @@ fn main() {
         ("present-grants", Response::PresentGrants { bucket: 7, operations: 1, expires_ms: 1_800_000_000_000 }),
         ("usage-ack", Response::UsageAck),
         ("usage", Response::Usage { report: vec![b'D', b'D', b'C', b'U', 1, 0, 0, 0] }),
+        ("proof", Response::Proof { proof: vec![b'D', b'D', b'C', b'X', 1, 0, 0, 0] }),
     ];
 
     let mut fbb = FlatBufferBuilder::new();
