@@ -46,6 +46,7 @@ const RECEIPT_BYTES: usize = 88;
 
 /// Why the era store could not be read or written; names the file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EraError {
     #[error("{file}: {source}")]
     Io { file: PathBuf, source: std::io::Error },
