@@ -906,12 +906,12 @@ impl<L: Leaf> LeafTree<L> {
     }
 }
 
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
+pub(crate) fn read_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(read_array(bytes, at))
 }
 
 /// `N` bytes of `bytes` from `at`; callers check the length first.
-fn read_array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+pub(crate) fn read_array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
     out.copy_from_slice(&bytes[at..at + N]);
     out

@@ -85,7 +85,8 @@ use ddc_auth::account::{Account, Keypair};
 use ddc_auth::usage::{NodeUsage, UsageError, USAGE_BYTES};
 
 use crate::merkle::{
-    empty_root, DataLeaf, DataLeafKind, InclusionProof, Leaf, LeafTree, Tree, UsageLeaf, LEAF_BYTES_MAX, LEAF_COUNT_MAX,
+    empty_root, read_array, read_u64, DataLeaf, DataLeafKind, InclusionProof, Leaf, LeafTree, Tree, UsageLeaf,
+    LEAF_BYTES_MAX, LEAF_COUNT_MAX,
 };
 
 /// The first four bytes of every encoded [`AnchorRecord`].
@@ -698,17 +699,6 @@ fn check_leaf(tree: Tree, leaf: &[u8]) -> Result<(), AnchorError> {
         Tree::Data => DataLeaf::decode(leaf).map(drop),
         Tree::Usage => UsageLeaf::decode(leaf).map(drop),
     }
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(read_array(bytes, at))
-}
-
-/// `N` bytes of `bytes` from `at`; callers check the length first.
-fn read_array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
-    let mut out = [0u8; N];
-    out.copy_from_slice(&bytes[at..at + N]);
-    out
 }
 
 #[cfg(test)]

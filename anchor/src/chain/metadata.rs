@@ -109,6 +109,15 @@ impl Metadata {
 
     /// The two bytes that start a call: pallet index, then the call's index.
     pub fn call_index(&self, pallet: &str, call: &str) -> Result<[u8; 2], ChainError> {
+        let (p, variant) = self.call_variant(pallet, call)?;
+        Ok([p.index, variant.index])
+    }
+
+    fn call_variant(
+        &self,
+        pallet: &str,
+        call: &str,
+    ) -> Result<(&Pallet, &scale_info::Variant<PortableForm>), ChainError> {
         let p = self.pallet(pallet)?;
         let ty = p.calls_ty.ok_or_else(|| ChainError::Metadata(format!("pallet {pallet} has no calls")))?;
         let variant = self
@@ -116,7 +125,7 @@ impl Metadata {
             .iter()
             .find(|v| v.name == call)
             .ok_or_else(|| ChainError::Metadata(format!("pallet {pallet} has no call {call}")))?;
-        Ok([p.index, variant.index])
+        Ok((p, variant))
     }
 
     /// Encode the call `pallet.call(args...)`, each argument converted to the
@@ -127,14 +136,7 @@ impl Metadata {
         call: &str,
         args: &[scale_value::Value<()>],
     ) -> Result<Vec<u8>, ChainError> {
-        let index = self.call_index(pallet, call)?;
-        let p = self.pallet(pallet)?;
-        let ty = p.calls_ty.ok_or_else(|| ChainError::Metadata(format!("pallet {pallet} has no calls")))?;
-        let variant = self
-            .variants(ty)?
-            .iter()
-            .find(|v| v.name == call)
-            .ok_or_else(|| ChainError::Metadata(format!("pallet {pallet} has no call {call}")))?;
+        let (p, variant) = self.call_variant(pallet, call)?;
         if variant.fields.len() != args.len() {
             return Err(ChainError::Metadata(format!(
                 "{pallet}.{call} takes {} arguments, {} given",
@@ -142,7 +144,7 @@ impl Metadata {
                 args.len()
             )));
         }
-        let mut out = index.to_vec();
+        let mut out = vec![p.index, variant.index];
         for (field, arg) in variant.fields.iter().zip(args) {
             scale_value::scale::encode_as_type(arg, field.ty.id, &self.registry, &mut out).map_err(|e| {
                 ChainError::Metadata(format!(
