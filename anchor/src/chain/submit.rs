@@ -144,7 +144,8 @@ pub async fn read_remark(rpc: &Rpc, receipt: &Receipt, expected_sender: &Account
     })?;
     if number != receipt.block_number {
         return Err(ChainError::Extrinsic(format!(
-            "block is number {number}, the receipt says {}",
+            "this chain does not have the receipt's block 0x{} (it answers with block {number}; the receipt says {})",
+            hex::encode(receipt.block_hash),
             receipt.block_number
         )));
     }
