@@ -101,11 +101,15 @@ impl ConnAccess {
     /// Decide whether this connection may send `request`. `Err` is the
     /// refusal to answer with; nothing has been done yet.
     pub fn check(&self, state: &CoreState, request: &Request<'_>, forwarded: bool) -> Result<(), Response> {
-        if matches!(request, Request::Produce { .. } | Request::Fetch { .. }) {
-            if let Some(reason) = state.usage.borrow().failure() {
+        // A failed usage journal (typically a full disk) stops writes, which could not be
+        // billed; reads keep being served, as a full disk promises, and their usage is lost
+        // (the failure is logged once).
+        if matches!(request, Request::Produce { .. }) {
+            if let Some((reason, disk_full)) = state.usage.borrow().failure() {
+                let code = if disk_full { ErrorCode::StorageFull } else { ErrorCode::Internal };
                 return Err(error_response(
-                    ErrorCode::Internal,
-                    format!("usage accounting failed ({reason}); this node refuses produce and fetch until restarted"),
+                    code,
+                    format!("usage accounting failed ({reason}); this node refuses produce until restarted"),
                 ));
             }
         }
@@ -295,6 +299,9 @@ impl ConnAccess {
             let served = self.served.entry(bucket).or_default();
             served.0 += delta.transferred_bytes;
             served.1 += 1;
+        }
+        if state.usage.borrow().failure().is_some() {
+            return; // the journal failed (logged once); reads go on unaccounted
         }
         if let Err(e) = state.usage.borrow_mut().record(bucket, &delta) {
             // The request was served; its answer stays true. Its usage is lost, loudly, and

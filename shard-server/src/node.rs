@@ -351,6 +351,7 @@ async fn sync_usage(state: &CoreState) {
     };
     if let Err(e) = glommio::executor().spawn_blocking(move || handle.sync_data()).await {
         // After a failed fdatasync the kernel may have dropped the dirty pages: stop accounting.
-        state.usage.borrow_mut().fail(format!("fdatasync: {e}"));
+        let disk_full = e.raw_os_error() == Some(libc::ENOSPC);
+        state.usage.borrow_mut().fail(format!("fdatasync: {e}"), disk_full);
     }
 }

@@ -22,9 +22,9 @@ pub struct CoreUsage {
     own: UsageJournal,
     /// Journals of cores this node no longer runs, read only.
     inherited: Vec<UsageJournal>,
-    /// Why accounting stopped working, once it has: the core then refuses
-    /// billable requests rather than serve them unaccounted.
-    failed: Option<String>,
+    /// Why accounting stopped working, once it has, and whether the disk is
+    /// full: the core then refuses produces (reads go on, unaccounted).
+    failed: Option<(String, bool)>,
 }
 
 impl CoreUsage {
@@ -52,7 +52,7 @@ impl CoreUsage {
     pub fn record(&mut self, bucket: u64, delta: &CustomerUsage) -> Result<(), UsageJournalError> {
         let result = self.own.record(bucket, delta);
         if let Err(e) = &result {
-            self.fail(e.to_string());
+            self.fail(e.to_string(), is_disk_full(e));
         }
         result
     }
@@ -60,22 +60,22 @@ impl CoreUsage {
     pub fn record_ack(&mut self, ack: &ConsumerAck) -> Result<(), UsageJournalError> {
         let result = self.own.record_ack(ack);
         if let Err(e) = &result {
-            self.fail(e.to_string());
+            self.fail(e.to_string(), is_disk_full(e));
         }
         result
     }
 
     /// Stop accounting for good (until restart): a write or fdatasync failed.
-    pub fn fail(&mut self, reason: String) {
+    pub fn fail(&mut self, reason: String, disk_full: bool) {
         if self.failed.is_none() {
-            tracing::error!(%reason, "usage journal failed; this core refuses produce and fetch until restarted");
-            self.failed = Some(reason);
+            tracing::error!(%reason, "usage journal failed; this core refuses produce until restarted, and serves reads unaccounted");
+            self.failed = Some((reason, disk_full));
         }
     }
 
-    /// Why accounting failed, if it did.
-    pub fn failure(&self) -> Option<&str> {
-        self.failed.as_deref()
+    /// Why accounting failed, if it did, and whether the disk is full.
+    pub fn failure(&self) -> Option<(&str, bool)> {
+        self.failed.as_ref().map(|(r, full)| (r.as_str(), *full))
     }
 
     fn journals(&self) -> impl Iterator<Item = &UsageJournal> {
@@ -110,6 +110,10 @@ impl CoreUsage {
     pub fn sync(&self) -> Result<(), UsageJournalError> {
         self.own.sync()
     }
+}
+
+fn is_disk_full(e: &UsageJournalError) -> bool {
+    matches!(e, UsageJournalError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
 }
 
 /// `Usage` on one core: a report of this core's share, signed by the node.
