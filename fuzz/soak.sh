@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Run every fuzz target in turn for SECONDS_PER_TARGET (default 600) each.
+# Targets are those `cargo fuzz list` names (every [[bin]] in fuzz/Cargo.toml:
+# the ddc-formats, ddc-auth and ddc-anchor decoders), or the ones given.
 #
 #   fuzz/soak.sh [seconds_per_target] [target ...]
 #
@@ -64,10 +66,10 @@ for t in "${targets[@]}"; do
     execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')"
     cov="$(grep -oE '#[0-9]+.*cov: [0-9]+' "$log" | tail -1 | grep -oE 'cov: [0-9]+')"
     if [ "$rc" -eq 0 ]; then
-        summary+=("$(printf '%-14s ok     execs=%-10s %s' "$t" "${execs:-?}" "${cov:-}")")
+        summary+=("$(printf '%-16s ok     execs=%-10s %s' "$t" "${execs:-?}" "${cov:-}")")
     else
         failed=1
-        summary+=("$(printf '%-14s FAILED execs=%-10s exit=%s log=%s' "$t" "${execs:-?}" "$rc" "$log")")
+        summary+=("$(printf '%-16s FAILED execs=%-10s exit=%s log=%s' "$t" "${execs:-?}" "$rc" "$log")")
         # The panic (message and the first lines of its values), else libFuzzer's own error.
         if grep -q "panicked at" "$log"; then
             sed -n "/panicked at/,+3p" "$log" | head -4 | cut -c1-400
