@@ -33,6 +33,7 @@ use ddc_auth::usage::{CustomerUsage, NodeUsage, UsageReport};
 use ddc_formats::message::{Request, Response};
 use ddc_formats::wire::ErrorCode;
 
+use crate::access::now_ms;
 use crate::config::AnchorSection;
 use crate::dispatch::{error_response, CoreState};
 use crate::router::Router;
@@ -64,10 +65,6 @@ impl Anchoring {
             None => now_ms + self.settings.era_ms,
         }
     }
-}
-
-fn now_ms() -> u64 {
-    crate::access::now_ms()
 }
 
 /// Ask the cores (`None` stream: all of them; else the stream's owner) a question.

@@ -17,6 +17,7 @@ use ddc_formats::batch::push_record;
 use ddc_formats::client::{Client, ClientError};
 use ddc_formats::message::Request;
 use ddc_formats::wire::AckLevel;
+use shard_server::access::now_ms;
 use shard_server::bench::{self, BenchSpec, Identity};
 use shard_server::cluster_cli::{self, local, repair, status, ClusterSource};
 
@@ -1257,10 +1258,6 @@ fn verify(
         proof.proof.tree, f.era, proof.proof.record.node, proof.receipt.block_number, proof.receipt.extrinsic_index
     );
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn grant(link: &NodeLink, command: GrantCommand) -> anyhow::Result<()> {
