@@ -195,6 +195,11 @@ fn every_request_is_authorized_and_refusals_leave_no_trace() {
     s.revoke(&[alice_delegating.id().to_string()]);
     wait_until("revocation in force", TIMEOUT, || bob_c.fetch("b1.orders", 0, 4096, 0).is_err());
     denied(bob_c.fetch("b1.orders", 0, 4096, 0), "is revoked");
+    // Each core reloads the registry on its own clock, so a new connection (which may land on
+    // the other core) sees the revocation within one reload interval.
+    wait_until("revocation in force on every core", TIMEOUT, || {
+        (0..6).all(|_| s.connect(&bob).present_grants(&chain(&[alice_delegating, to_bob])).is_err())
+    });
     denied(s.connect(&bob).present_grants(&chain(&[alice_delegating, to_bob])), "is revoked");
     // Alice's plain read grant was not revoked.
     assert_eq!(alice_c.fetch("b1.orders", 0, 4096, 0).unwrap().records.len(), 2);
