@@ -195,6 +195,16 @@ pub struct ServerSection {
     pub core_payload_bytes_max: u64,
     /// Registered DMA memory per executor (glommio `io_memory`); the sum must stay under `ulimit -l`.
     pub io_memory_bytes: usize,
+    /// Client connections the node keeps open at once, split evenly over the cores. A
+    /// connection past it is answered `Overloaded` and closed.
+    pub connections_max: usize,
+    /// Response bytes one core holds for all its connections until they are written.
+    /// When it is spent, connections that stopped reading (writer stalled for a second)
+    /// are closed to make room.
+    pub core_response_bytes_max: u64,
+    /// A connection whose answers make no progress into its socket for this long is
+    /// closed (a client that stopped reading), whether or not memory is short.
+    pub write_stall_timeout_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -236,6 +246,9 @@ impl Default for ServerSection {
             frame_read_timeout_ms: 30_000,
             core_payload_bytes_max: 256 << 20,
             io_memory_bytes: 2 << 20,
+            connections_max: 10_000,
+            core_response_bytes_max: 64 << 20,
+            write_stall_timeout_ms: 30_000,
         }
     }
 }
@@ -270,6 +283,12 @@ impl NodeConfig {
         )?;
         check(self.server.frame_read_timeout_ms >= 100, "server.frame_read_timeout_ms must be at least 100")?;
         check(self.server.in_flight_max >= 1, "server.in_flight_max must be at least 1")?;
+        check(self.server.connections_max >= 1, "server.connections_max must be at least 1")?;
+        check(
+            self.server.core_response_bytes_max >= u64::from(self.server.frame_bytes_max) + 4096,
+            "server.core_response_bytes_max must be at least server.frame_bytes_max + 4096 (one full answer)",
+        )?;
+        check(self.server.write_stall_timeout_ms >= 1000, "server.write_stall_timeout_ms must be at least 1000")?;
         check(self.cores <= 256, "cores must be at most 256")?;
         match self.cluster.membership_source {
             MembershipSourceKind::File => check(

@@ -12,6 +12,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,6 +23,7 @@ use ddc_auth::account::Account;
 use ddc_auth::handshake::{NodeHandshake, Session, CLIENT_AUTH_BYTES, CLIENT_HELLO_BYTES};
 
 use crate::access::ConnAccess;
+use crate::connections::ConnHandle;
 use ddc_engine::owner_core;
 use ddc_engine::signal::Signal;
 use ddc_formats::frame::{encode_frame_into, FrameHeader, FRAME_HEADER_BYTES};
@@ -35,8 +37,14 @@ use ddc_formats::FormatError;
 use crate::dispatch::{error_response, serve_local, CoreState};
 use crate::router::Router;
 
-/// A request's in-flight slot and its response-memory permit.
-type HeldPermits = (StaticPermit, StaticPermit);
+/// A response's reservation of memory: from its connection's budget and from its core's.
+struct ResponseMemory {
+    _connection: StaticPermit,
+    _core: StaticPermit,
+}
+
+/// A request's in-flight slot and its response memory.
+type HeldPermits = (StaticPermit, ResponseMemory);
 
 /// Responses waiting to be written, already framed.
 struct Outbox {
@@ -97,8 +105,10 @@ impl Outbox {
 
     fn recycle(&self, buf: Vec<u8>) {
         let mut spare = self.spare.borrow_mut();
-        // Keep a few buffers, and none of the very large ones.
-        if spare.len() < 4 && buf.len() <= 4 << 20 {
+        // Keep a few small buffers (the answers to produces, pings, small fetches), and
+        // none of the large ones: idle buffers are memory no budget accounts for, and
+        // thousands of connections each keeping a few MiB add up to gigabytes.
+        if spare.len() < 4 && buf.capacity() <= SPARE_BUFFER_BYTES_MAX {
             spare.push(buf);
         }
     }
@@ -117,19 +127,46 @@ fn frame_error_code(e: &FormatError) -> ErrorCode {
 /// How long a partly received frame may wait for payload budget.
 const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Largest written-response buffer a connection keeps for reuse.
+const SPARE_BUFFER_BYTES_MAX: usize = 64 << 10;
+
 /// Response bytes one connection may have waiting to be written.
 const RESPONSE_BUDGET_BYTES: u64 = 80 << 20;
+
+/// Write `bytes`, telling the connection registry while the write is in progress
+/// (a write that makes no progress marks a client that stopped reading).
+async fn write_tracked<W: futures_lite::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    conn: Option<&ConnHandle>,
+) -> bool {
+    if let Some(c) = conn {
+        c.write_started();
+    }
+    let ok = writer.write_all(bytes).await.is_ok();
+    if let Some(c) = conn {
+        c.write_done();
+    }
+    ok
+}
 
 pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: Rc<Router>, in_flight_max: usize) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
+    // Declared after `reader`, so it is dropped (leaves the registry) before the socket closes.
+    let registration = state.connections.register(fd);
+    let handle = registration.as_ref().ok().map(|r| r.handle.clone());
     let outbox = Rc::new(Outbox::new());
     let writer_task = {
         let outbox = outbox.clone();
+        let handle = handle.clone();
         glommio::spawn_local(async move {
+            let conn = handle.as_deref();
             // Small frames are coalesced into one write; large ones go out as they are.
-            let mut small = Vec::with_capacity(64 << 10);
+            // Grows on first use: an idle connection pins no buffer.
+            let mut small = Vec::new();
             'writing: loop {
                 outbox
                     .ready
@@ -147,27 +184,43 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
                         outbox.recycle(frame.buf);
                         continue;
                     }
-                    if !small.is_empty() && writer.write_all(&small).await.is_err() {
+                    if !small.is_empty() && !write_tracked(&mut writer, &small, conn).await {
                         break 'writing;
                     }
                     small.clear();
-                    if writer.write_all(bytes).await.is_err() {
+                    if !write_tracked(&mut writer, bytes, conn).await {
                         break 'writing;
                     }
                     outbox.recycle(frame.buf);
                 }
-                if (!small.is_empty() && writer.write_all(&small).await.is_err()) || writer.flush().await.is_err() {
+                if (!small.is_empty() && !write_tracked(&mut writer, &small, conn).await)
+                    || writer.flush().await.is_err()
+                {
                     break;
                 }
                 small.clear();
             }
             // Nothing more will be written: release what queued frames hold.
+            if let Some(c) = conn {
+                c.finish();
+            }
             outbox.closed.set(true);
             outbox.writer_gone.set(true);
             outbox.frames.borrow_mut().clear();
             let _ = writer.close().await;
         })
     };
+    if let Err(limit) = &registration {
+        let reason = format!(
+            "this node is at its connection limit ({limit} per core, server.connections_max); retry later or at another node"
+        );
+        tracing::debug!(%peer, "refusing a connection: at the connection limit");
+        outbox.push(0, &error_response(ErrorCode::Overloaded, reason), None);
+        outbox.closed.set(true);
+        outbox.ready.notify();
+        writer_task.await;
+        return;
+    }
     let permits = Rc::new(Semaphore::new(in_flight_max as u64));
     let response_budget = Rc::new(Semaphore::new(RESPONSE_BUDGET_BYTES));
     let frame_bytes_max = state.frame_bytes_max;
@@ -238,17 +291,26 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
                 break;
             }
         }
+        // Reserve the answer's memory *before* the request runs, here in the reader:
+        // while a connection waits for memory it reads nothing more (TCP pushes back
+        // on its client) and has one place in the core's queue, not one per request.
+        let response_bytes = response_reservation(state.frame_bytes_max, &payload);
+        let Some(connection_memory) =
+            response_budget.clone().acquire_static_permit(response_bytes.min(RESPONSE_BUDGET_BYTES)).await.ok()
+        else {
+            break;
+        };
+        let Some(core_memory) = state.connections.reserve_response(response_bytes, handle.as_deref()).await else {
+            break; // evicted, or its writer failed: nobody reads the answers
+        };
+        let held = ResponseMemory { _connection: connection_memory, _core: core_memory };
         let permit = match permits.clone().acquire_static_permit(1).await {
             Ok(p) => p,
             Err(_) => break,
         };
-        let (state, router, outbox, response_budget, access) =
-            (state.clone(), router.clone(), outbox.clone(), response_budget.clone(), access.clone());
+        let (state, router, outbox, access) = (state.clone(), router.clone(), outbox.clone(), access.clone());
         glommio::spawn_local(async move {
-            let Some((id, response, held)) = handle_payload(&state, &router, payload, &response_budget, &access).await
-            else {
-                return;
-            };
+            let (id, response) = handle_payload(&state, &router, payload, &access).await;
             drop(memory);
             outbox.push(id, &response, Some((permit, held)));
         })
@@ -314,14 +376,18 @@ async fn read_payload<R: futures_lite::io::AsyncRead + Unpin>(
         let mut payload = Vec::new();
         let mut permits = Vec::new();
         let mut accounted = 0usize;
-        let mut chunk = vec![0u8; CHUNK_BYTES.min(len)];
         while payload.len() < len {
-            let want = CHUNK_BYTES.min(len - payload.len());
-            let n = reader.read(&mut chunk[..want]).await.ok()?;
+            // Read into the payload itself, growing it with what has arrived (4 KiB,
+            // then doubling up to 64 KiB a read): a client that announces a large
+            // frame and drips or stalls pins a few KiB, not the frame's size.
+            let start = payload.len();
+            let want = CHUNK_BYTES.min(len - start).min(start.max(4096));
+            payload.resize(start + want, 0);
+            let n = reader.read(&mut payload[start..]).await.ok()?;
+            payload.truncate(start + n);
             if n == 0 {
                 return None;
             }
-            payload.extend_from_slice(&chunk[..n]);
             if payload.len() - accounted >= CHUNK_BYTES || payload.len() == len {
                 let unaccounted = (payload.len() - accounted) as u64;
                 // Partly received frames could spend the whole budget between
@@ -350,30 +416,36 @@ async fn read_payload<R: futures_lite::io::AsyncRead + Unpin>(
 /// is reserved from the connection's budget before the response is built, so
 /// queued responses of a client that does not read stay within budget; the
 /// permit travels with the response until it is written.
+/// The response memory to reserve for the request in `payload`: a fetch's
+/// `max_bytes` (capped by the frame limit), a whole frame for a shard, 4 KiB
+/// for everything else (acknowledgments, errors, listings).
+fn response_reservation(frame_bytes_max: u32, payload: &[u8]) -> u64 {
+    match decode_request_envelope(payload) {
+        Ok((_, _, Request::Fetch { max_bytes, .. })) => u64::from(max_bytes.min(frame_bytes_max)) + 4096,
+        Ok((_, _, Request::GetShard { .. })) => u64::from(frame_bytes_max),
+        _ => 4096,
+    }
+}
+
+/// Decode, authorize, route and serve one verified frame payload. Its
+/// response memory was reserved by the reader (see [`response_reservation`]).
 async fn handle_payload(
     state: &CoreState,
     router: &Router,
     payload: Vec<u8>,
-    response_budget: &Rc<Semaphore>,
     access: &RefCell<ConnAccess>,
-) -> Option<(u64, Response, StaticPermit)> {
+) -> (u64, Response) {
     let decoded = decode_request_envelope(&payload);
-    let response_bytes = match &decoded {
-        Ok((_, _, Request::Fetch { max_bytes, .. })) => u64::from((*max_bytes).min(state.frame_bytes_max)) + 4096,
-        Ok((_, _, Request::GetShard { .. })) => u64::from(state.frame_bytes_max),
-        _ => 4096,
-    };
-    let held = response_budget.clone().acquire_static_permit(response_bytes.min(RESPONSE_BUDGET_BYTES)).await.ok()?;
     let (id, forwarded, request) = match decoded {
         Ok(r) => r,
         Err(e) => {
             let id = peek_request_id(&payload).unwrap_or(0);
-            return Some((id, error_response(frame_error_code(&e), e.to_string()), held));
+            return (id, error_response(frame_error_code(&e), e.to_string()));
         }
     };
     // Authorized before anything is done: a refusal has no side effect.
     if let Err(refusal) = access.borrow().check(state, &request, forwarded) {
-        return Some((id, refusal, held));
+        return (id, refusal);
     }
     let mut response = match request {
         Request::PresentGrants { chain } => access.borrow_mut().present_grants(state, chain),
@@ -385,7 +457,7 @@ async fn handle_payload(
         streams.retain(|s| access.may_list(state, s));
     }
     access.borrow_mut().account_usage(state, &request, &response, forwarded);
-    Some((id, response, held))
+    (id, response)
 }
 
 /// Serve an authorized request: on the stream's leader (cluster), its owner core, or here.

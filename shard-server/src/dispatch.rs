@@ -20,6 +20,9 @@ pub struct CoreState {
     pub frame_read_timeout: Duration,
     /// Payload bytes this core may hold; see `server.core_payload_bytes_max`.
     pub payload_budget: Rc<glommio::sync::Semaphore>,
+    /// This core's open connections and response memory (`server.connections_max`,
+    /// `server.core_response_bytes_max`, `server.write_stall_timeout_ms`).
+    pub connections: Rc<crate::connections::Connections>,
     /// Cluster mode; None when the node runs alone.
     pub cluster: Option<Rc<ClusterCore>>,
     /// This node's key, for connection handshakes (docs/SECURITY.md).

@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod cluster_cli;
 pub mod config;
 pub mod conn;
+pub mod connections;
 pub mod dispatch;
 pub mod node;
 pub mod peer;

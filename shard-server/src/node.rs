@@ -27,6 +27,34 @@ pub fn core_count(configured: usize) -> usize {
     }
 }
 
+/// Raise the soft limit of open files to the hard limit (each connection is a
+/// file descriptor), and warn when even that cannot hold `server.connections_max`
+/// connections next to the node's own files.
+fn raise_open_files_limit(connections_max: usize) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write and read the struct passed; no other memory.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    let needed = connections_max as u64 + 1024;
+    if limit.rlim_cur < needed {
+        tracing::warn!(
+            open_files_limit = limit.rlim_cur,
+            connections_max,
+            "the open files limit cannot hold server.connections_max connections plus 1024 for the node's \
+             own files; raise LimitNOFILE / ulimit -n or lower server.connections_max"
+        );
+    }
+}
+
 /// Reports a core's start to `run`: Ok once it serves, Err if it failed, and
 /// (from `Drop`) Err if it went away, panicking included, before either.
 struct StartReport {
@@ -51,6 +79,7 @@ impl Drop for StartReport {
 /// Run the node until `stop` becomes true; then flush, close and return.
 pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     config.validate()?;
+    raise_open_files_limit(config.server.connections_max);
     let cores = core_count(config.cores);
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     std::fs::create_dir_all(&config.data_dir)
@@ -258,6 +287,10 @@ async fn serve_core(
         fetch_wait_max_ms: config.server.fetch_wait_max_ms,
         frame_read_timeout: Duration::from_millis(config.server.frame_read_timeout_ms),
         payload_budget: Rc::new(glommio::sync::Semaphore::new(config.server.core_payload_bytes_max)),
+        connections: crate::connections::Connections::new(
+            config.server.connections_max.div_ceil(cores),
+            config.server.core_response_bytes_max,
+        ),
         cluster: cluster.clone(),
         identity: identity.clone(),
         auth_required: config.auth.required,
@@ -295,6 +328,7 @@ async fn serve_core(
     let housekeeping = async {
         let mut ticks = 0u64;
         let buckets_every = (config.auth.buckets_reload_ms / 100).max(1);
+        let write_stall_timeout = Duration::from_millis(config.server.write_stall_timeout_ms);
         let usage_every = (config.usage.sync_interval_ms / 100).max(1);
         let mut next_era_end = anchoring.as_ref().map(|a| a.next_era_end(crate::access::now_ms()));
         while !stop.load(Ordering::Relaxed) {
@@ -303,6 +337,8 @@ async fn serve_core(
             if ticks.is_multiple_of(10) {
                 engine.tick().await;
             }
+            state.connections.evict_stalled(write_stall_timeout);
+            state.connections.relieve_pressure();
             if ticks.is_multiple_of(buckets_every) {
                 state.buckets.reload_if_changed();
             }

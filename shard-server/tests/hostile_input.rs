@@ -542,3 +542,130 @@ fn stalled_large_frames_do_not_starve_other_clients() {
     drop(stalled);
     assert_serves(&mut node, "stalled large frames");
 }
+
+/// Connections past `server.connections_max` are answered `Overloaded` (request id 0)
+/// and closed; the ones admitted are served; closing them frees their slots.
+#[test]
+fn connections_past_the_limit_get_overloaded_and_slots_come_back() {
+    // 2 cores: 4 connections per core. SO_REUSEPORT spreads connections by hash, so a
+    // core may see more or fewer than half of them; at most 8 can be admitted.
+    let mut node = Node::start_with_config("[server]\nconnections_max = 8\n");
+    let mut conns: Vec<TcpStream> = (0..24).map(|_| node.raw()).collect();
+    let (mut served, mut refused) = (0, 0);
+    for (i, s) in conns.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(&ping_frame(7, i as u64));
+        match read_frame(s) {
+            Ok(Some((7, Response::Ping { .. }))) => served += 1,
+            Ok(Some((0, Response::Error { code: ErrorCode::Overloaded, message }))) => {
+                assert!(message.contains("server.connections_max"), "{message}");
+                assert_closed(s);
+                refused += 1;
+            }
+            other => panic!("connection {i}: expected a pong or Overloaded, got {other:?}"),
+        }
+    }
+    assert_eq!(served + refused, 24);
+    assert!((1..=8).contains(&served), "{served} connections served with a limit of 8");
+    assert!(refused >= 16, "{refused} refused");
+    // The admitted connections keep being served.
+    for s in conns.iter_mut() {
+        if s.write_all(&ping_frame(8, 0)).is_ok() {
+            if let Ok(Some((8, r))) = read_frame(s) {
+                assert!(matches!(r, Response::Ping { .. }), "{r:?}");
+            }
+        }
+    }
+    drop(conns);
+    // Their slots come back once the node has seen them close.
+    common::wait_until("connection slots freed", Duration::from_secs(10), || {
+        ddc_formats::client::Client::connect(node.addr).and_then(|mut c| c.ping()).is_ok()
+    });
+    assert_serves(&mut node, "connection limit");
+}
+
+/// Clients that pipeline large fetches and never read the answers ("slow
+/// readers") must not grow the node's memory with their number, nor stop a
+/// client that reads from being served: each connection's waiting answers are
+/// bounded, all of a core's together by `server.core_response_bytes_max`, and
+/// connections whose writer makes no progress are closed when others wait.
+#[test]
+fn slow_readers_are_closed_and_memory_stays_bounded() {
+    let mut node = Node::start_with_config(
+        "[server]\nframe_bytes_max = 1048576\ncore_response_bytes_max = 4194304\nwrite_stall_timeout_ms = 3000\n",
+    );
+    let mut client = node.client();
+    let record = vec![0x5au8; 60 << 10];
+    for _ in 0..8 {
+        client.produce("big", &[&record[..]; 16]).unwrap();
+    }
+    let fetches: Vec<u8> = (0..64u64)
+        .flat_map(|i| {
+            request_frame(
+                i + 1,
+                &Request::Fetch { stream: "big", offset: (i % 8) * 16, max_bytes: 1 << 20, max_wait_ms: 0 },
+            )
+        })
+        .collect();
+    let rss_before = rss_kib(node.pid());
+    let mut slow = Vec::new();
+    for _ in 0..64 {
+        let s = node.raw();
+        s.set_nonblocking(true).unwrap();
+        let mut sent = 0;
+        while sent < fetches.len() {
+            match (&s).write(&fetches[sent..]) {
+                Ok(n) => sent += n,
+                Err(_) => break, // the node stopped reading: backpressure
+            }
+        }
+        slow.push(s);
+    }
+    // A client that reads keeps getting whole answers while they hog the node.
+    let mut peak = 0;
+    for round in 0..3 {
+        let mut reader = node.client();
+        reader.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let all = read_all(&mut reader, "big");
+        assert_eq!(all.len(), 128, "round {round}");
+        assert!(all.iter().all(|r| r[..] == record[..]), "round {round}: a record came back altered");
+        peak = peak.max(rss_kib(node.pid()));
+    }
+    // The node closes the slow readers (under pressure, or after write_stall_timeout_ms).
+    common::wait_until("slow readers closed", Duration::from_secs(20), || {
+        node.log().contains("stopped reading their answers")
+    });
+    peak = peak.max(rss_kib(node.pid()));
+    // 64 connections x 64 pipelined MiB would be 4 GiB unbounded (80 MiB per connection
+    // was the old bound: 5 GiB); the core budgets allow 2 x 4 MiB plus working copies.
+    assert!(peak < rss_before + 200 * 1024, "RSS grew from {rss_before} KiB to {peak} KiB");
+    drop(slow);
+    assert_serves(&mut node, "slow readers");
+}
+
+/// A client that drips a frame's payload a byte at a time is closed once
+/// `server.frame_read_timeout_ms` has passed since the frame's header, however
+/// steadily it drips: the timeout is for the whole payload, not per read.
+#[test]
+fn slow_drip_frames_are_cut_off_at_the_frame_read_timeout() {
+    let mut node = Node::start_with_config("[server]\nframe_read_timeout_ms = 1000\n");
+    let mut s = node.raw();
+    s.write_all(&header_announcing(4096)).unwrap();
+    let started = Instant::now();
+    let mut dripped = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+        if s.write_all(&[0x42]).is_err() {
+            break;
+        }
+        dripped += 1;
+        if dripped > 4096 {
+            panic!("the whole payload was dripped in without the connection being closed");
+        }
+    }
+    // The node closed it: writes fail (reset) or a read sees the end.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_closed(&mut s);
+    assert!(dripped < 100, "{dripped} bytes dripped over {:?} before the close", started.elapsed());
+    assert_serves(&mut node, "slow drip");
+}

@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 20;
+pub const ENUM_MAX_ERROR_CODE: u16 = 21;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 21] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 22] = [
   ErrorCode::None,
   ErrorCode::BadRequest,
   ErrorCode::FrameTooLarge,
@@ -38,6 +38,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 21] = [
   ErrorCode::NotFound,
   ErrorCode::PermissionDenied,
   ErrorCode::Unauthenticated,
+  ErrorCode::Overloaded,
 ];
 
 /// Why a request failed. Clients must treat unknown values as `Internal`.
@@ -88,9 +89,12 @@ impl ErrorCode {
   pub const PermissionDenied: Self = Self(19);
   /// The request (PresentGrants, UsageAck) needs an authenticated connection (a handshake).
   pub const Unauthenticated: Self = Self(20);
+  /// The node is at a configured limit (`server.connections_max`): sent with request id 0 on a
+  /// new connection, which is then closed. Retry later or at another node.
+  pub const Overloaded: Self = Self(21);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 20;
+  pub const ENUM_MAX: u16 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::BadRequest,
@@ -113,6 +117,7 @@ impl ErrorCode {
     Self::NotFound,
     Self::PermissionDenied,
     Self::Unauthenticated,
+    Self::Overloaded,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -138,6 +143,7 @@ impl ErrorCode {
       Self::NotFound => Some("NotFound"),
       Self::PermissionDenied => Some("PermissionDenied"),
       Self::Unauthenticated => Some("Unauthenticated"),
+      Self::Overloaded => Some("Overloaded"),
       _ => None,
     }
   }
