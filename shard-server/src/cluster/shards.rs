@@ -384,19 +384,23 @@ struct SegmentShards {
 }
 
 /// List the shards of `stream` on every reachable node (this one included).
+/// Nodes that failed or timed out within the last peer timeout are not asked
+/// (their shards count as unreachable): a partitioned or very slow holder
+/// costs one timeout, not one per read.
 async fn directory(cluster: &ClusterCore, stream: &str, verify: bool) -> (BTreeMap<u64, SegmentShards>, Vec<String>) {
     let mut listings: Vec<(NodeId, Vec<ShardEntry>)> =
         vec![(cluster.me, cluster.store.list(Some(stream), verify).await)];
-    let calls =
-        cluster.membership.nodes.iter().filter(|m| m.id != cluster.me).filter_map(|m| cluster.peers.get(&m.id)).map(
-            |peer| async move {
-                let r = peer
-                    .call(&Request::ListShards { stream: Some(stream), verify }, false, cluster.peer_timeout())
-                    .await;
-                (peer.id, r)
-            },
-        );
     let mut unreachable = Vec::new();
+    let others: Vec<NodeId> = cluster.membership.nodes.iter().map(|m| m.id).filter(|id| *id != cluster.me).collect();
+    for id in others.iter().filter(|id| cluster.suspect(id)) {
+        unreachable.push(format!("{}: failed or timed out recently, not asked", id.short()));
+    }
+    let calls =
+        others.iter().filter(|id| !cluster.suspect(id)).filter_map(|id| cluster.peers.get(id)).map(|peer| async move {
+            let r =
+                peer.call(&Request::ListShards { stream: Some(stream), verify }, false, cluster.peer_timeout()).await;
+            (peer.id, r)
+        });
     for (id, result) in futures::future::join_all(calls).await {
         match result {
             Ok(Response::ListShards { shards }) => listings.push((id, shards)),

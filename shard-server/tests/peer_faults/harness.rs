@@ -248,6 +248,11 @@ impl FaultCluster {
         self.set_node_links(x, Fault::Pass);
     }
 
+    /// Traffic of the link from node `from` to node `to`.
+    pub fn link_stats(&self, from: usize, to: usize) -> LinkStats {
+        self.links[from][to].as_ref().expect("no link from a node to itself").stats()
+    }
+
     /// Traffic of node `x`'s links, summed.
     pub fn node_link_stats(&self, x: usize) -> LinkStats {
         let mut total = LinkStats::default();
@@ -335,13 +340,18 @@ impl FaultCluster {
         info.segments.iter().filter(|s| s.sealed).map(|s| s.base_offset).collect()
     }
 
-    /// Wait until every sealed segment of the leader has all six shards healthy on their holders.
+    /// Wait until every sealed segment of the leader has all six shards
+    /// healthy on their holders and its placement record on the leader. (Shards
+    /// alone are not enough: a coding round that failed on one holder is
+    /// retried in full, rewriting every shard file.)
     pub fn wait_coded(&self, stream: &str, timeout: Duration) -> Vec<u64> {
         let deadline = Instant::now() + timeout;
+        let placement = self.nodes[self.leader(stream)].data_dir().join("placement").join(stream);
         loop {
             let sealed = self.sealed(stream);
             let health = self.shard_health(stream, false, &self.all());
-            if !sealed.is_empty() && sealed.iter().all(|b| health.get(b).is_some_and(|h| h.len() == 6)) {
+            let placed = |b: &u64| placement.join(format!("{b:020}.place")).exists();
+            if !sealed.is_empty() && sealed.iter().all(|b| health.get(b).is_some_and(|h| h.len() == 6) && placed(b)) {
                 return sealed;
             }
             assert!(Instant::now() < deadline, "segments {sealed:?} not coded: {health:?}\n{}", self.logs());
