@@ -344,3 +344,49 @@ fn lying_shard_holders_are_detected_routed_around_and_repaired() {
         report.shards_rebuilt,
     );
 }
+
+/// A follower's connections are reset (RST at once, and on every reconnect),
+/// as when its process is gone but nothing else is wrong. Unlike a partition
+/// this needs no timeout to notice: acks=all writes go on with the leader and
+/// the other follower, and after the links pass again the follower catches up.
+#[test]
+fn reset_follower_connections_are_noticed_without_a_timeout() {
+    let _one = one_at_a_time();
+    let cluster = FaultCluster::start("scrub_interval_ms = 600000\n");
+    let stream = "clicks";
+    let replicas = cluster.replicas(stream);
+    let (leader, cut) = (replicas[0], replicas[1]);
+    produce_range(&cluster, leader, stream, 0, 500, 100);
+
+    cluster.set_node_links(cut, Fault::Reset);
+    let mut c = cluster.nodes[leader].client();
+    let mut latencies = Vec::new();
+    for i in 0..20u64 {
+        let from = 500 + i * 50;
+        let started = Instant::now();
+        let base = produce(&mut c, stream, from, from + 50, AckLevel::Durable)
+            .unwrap_or_else(|e| panic!("produce {from} with a follower's links reset: {e}\n{}", cluster.logs()));
+        latencies.push(started.elapsed());
+        assert_eq!(base, from);
+    }
+    let resets = cluster.node_link_stats(cut).connections_reset;
+    assert!(resets > 0, "no connection was reset");
+
+    cluster.heal(cut);
+    let healed = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.nodes[cut].own_stream_info(stream).map(|i| i.high_watermark) != Some(1500) {
+        assert!(Instant::now() < deadline, "the follower did not catch up\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let caught_up_in = healed.elapsed();
+    consume_all(&cluster, cut, stream, 1500, true);
+    println!(
+        "FIGURES reset follower: 1000 records acked in {} produces with {resets} connections reset, \
+         first produce {:.2} peer timeouts, slowest {:.2}; caught up {:.2} s after the links passed again",
+        latencies.len(),
+        in_timeouts(latencies[0]),
+        in_timeouts(max(&latencies)),
+        caught_up_in.as_secs_f64(),
+    );
+}
