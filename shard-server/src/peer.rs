@@ -4,9 +4,15 @@
 //! shared across cores). A call writes one request frame and waits for the
 //! response with the same request id; a reader task matches responses to
 //! callers, so many calls share the connection at once. A connection that
-//! fails fails every call waiting on it; the next call reconnects, except
+//! fails every call waiting on it; the next call reconnects, except
 //! within `RETRY_AFTER` of a connect that timed out, when calls fail at once
 //! so an unresponsive peer costs nothing but an error.
+//!
+//! A peer that let a call time out is *suspect* for `SUSPECT_TIMEOUTS` times
+//! that timeout (or until it answers any call): [`Peer::recently_failed`] says so, and
+//! reads, which can be served elsewhere, skip it instead of waiting out the
+//! timeout again on every request. Calls themselves still go out, so the
+//! replication heartbeats keep probing it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -31,6 +37,11 @@ use ddc_formats::session::{open_payload, seal_frame};
 /// After a connect timed out, calls fail without trying again for this long.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a call timed out, the peer is suspect for this many times that
+/// timeout. More than two: a read that waited out one timeout on this peer
+/// and then another on the next replica (which was itself waiting on this
+/// peer) must still find it suspect when it turns to the shard holders.
+const SUSPECT_TIMEOUTS: u32 = 3;
 
 /// Why a call to a peer got no response.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -58,6 +69,8 @@ pub struct Peer {
     conn: RefCell<Option<Rc<Conn>>>,
     connect_lock: Semaphore,
     failed_at: RefCell<Option<(Instant, String)>>,
+    /// Set when a call timed out: until then, [`Peer::recently_failed`] is true.
+    suspect_until: Cell<Option<Instant>>,
     next_id: Cell<u64>,
     fbb: RefCell<FlatBufferBuilder<'static>>,
     /// This node's key, to authenticate to the peer (None: plain connections).
@@ -72,6 +85,7 @@ impl Peer {
             conn: RefCell::new(None),
             connect_lock: Semaphore::new(1),
             failed_at: RefCell::new(None),
+            suspect_until: Cell::new(None),
             next_id: Cell::new(1),
             fbb: RefCell::new(FlatBufferBuilder::new()),
             identity,
@@ -82,9 +96,12 @@ impl Peer {
         PeerError::Unreachable { node: self.id.short(), address: self.address, reason: reason.into() }
     }
 
-    /// True if the last attempt to reach the peer failed recently.
+    /// True if the last attempt to reach the peer failed recently, or a call
+    /// to it timed out less than `SUSPECT_TIMEOUTS` of that call's timeouts
+    /// ago and it has not answered since.
     pub fn recently_failed(&self) -> bool {
         matches!(&*self.failed_at.borrow(), Some((at, _)) if at.elapsed() < RETRY_AFTER)
+            || self.suspect_until.get().is_some_and(|until| Instant::now() < until)
     }
 
     async fn connection(&self) -> Result<Rc<Conn>, PeerError> {
@@ -214,10 +231,14 @@ impl Peer {
             None
         };
         match futures_lite::future::or(async { Some(rx.await) }, deadline).await {
-            Some(Ok(response)) => Ok(response),
+            Some(Ok(response)) => {
+                self.suspect_until.set(None);
+                Ok(response)
+            }
             Some(Err(_)) => Err(self.unreachable(conn.reason.borrow().clone())),
             None => {
                 conn.pending.borrow_mut().remove(&id);
+                self.suspect_until.set(Some(Instant::now() + timeout * SUSPECT_TIMEOUTS));
                 Err(PeerError::Timeout { node: self.id.short(), address: self.address, timeout })
             }
         }

@@ -162,6 +162,13 @@ impl ClusterCore {
         Duration::from_millis(self.settings.peer_timeout_ms)
     }
 
+    /// True when `node` failed or timed out recently on either of this core's
+    /// connections to it: reads, which other nodes can serve, skip it (see
+    /// [`crate::peer::Peer::recently_failed`]).
+    pub fn suspect(&self, node: &NodeId) -> bool {
+        [&self.peers, &self.forward_peers].iter().any(|p| p.get(node).is_some_and(|peer| peer.recently_failed()))
+    }
+
     pub fn leads(&self, stream: &str) -> bool {
         self.membership.leader(stream) == self.me
     }
@@ -214,7 +221,8 @@ pub async fn route(cluster: &ClusterCore, request: &Request<'_>, forwarded: bool
                     return None;
                 }
                 let Some(peer) = cluster.forward_peers.get(node) else { continue };
-                if peer.recently_failed() {
+                if cluster.suspect(node) {
+                    tracing::debug!(stream, node = %node.short(), "replica failed or timed out recently; not asked for a read");
                     continue;
                 }
                 match peer.call(request, true, cluster.peer_timeout() + fetch_wait(request)).await {

@@ -133,6 +133,17 @@ impl ShardStore {
             let size = file.size().await.map_err(|e| (ErrorCode::Internal, e.to_string()))?;
             let bytes = file.read_at(0, size as usize).await.map_err(|e| (ErrorCode::Internal, e.to_string()))?;
             let header = ShardHeader::decode(&bytes).map_err(|e| (ErrorCode::Corrupted, format!("header: {e}")))?;
+            // A valid shard of another segment or index in this file (files swapped or copied
+            // over each other) would pass every check of its own: its header must name this file.
+            if header.stream != stream || header.base_offset != base || header.index != index {
+                return Err((
+                    ErrorCode::Corrupted,
+                    format!(
+                        "the file holds shard {} of {:?} segment {}, not this one",
+                        header.index, header.stream, header.base_offset
+                    ),
+                ));
+            }
             let body = &bytes[SHARD_HEADER_BYTES.min(bytes.len())..];
             header.verify_body(body).map_err(|e| (ErrorCode::Corrupted, e.to_string()))?;
             Ok((bytes[..SHARD_HEADER_BYTES].to_vec(), body.to_vec()))
@@ -373,19 +384,23 @@ struct SegmentShards {
 }
 
 /// List the shards of `stream` on every reachable node (this one included).
+/// Nodes that failed or timed out within the last peer timeout are not asked
+/// (their shards count as unreachable): a partitioned or very slow holder
+/// costs one timeout, not one per read.
 async fn directory(cluster: &ClusterCore, stream: &str, verify: bool) -> (BTreeMap<u64, SegmentShards>, Vec<String>) {
     let mut listings: Vec<(NodeId, Vec<ShardEntry>)> =
         vec![(cluster.me, cluster.store.list(Some(stream), verify).await)];
-    let calls =
-        cluster.membership.nodes.iter().filter(|m| m.id != cluster.me).filter_map(|m| cluster.peers.get(&m.id)).map(
-            |peer| async move {
-                let r = peer
-                    .call(&Request::ListShards { stream: Some(stream), verify }, false, cluster.peer_timeout())
-                    .await;
-                (peer.id, r)
-            },
-        );
     let mut unreachable = Vec::new();
+    let others: Vec<NodeId> = cluster.membership.nodes.iter().map(|m| m.id).filter(|id| *id != cluster.me).collect();
+    for id in others.iter().filter(|id| cluster.suspect(id)) {
+        unreachable.push(format!("{}: failed or timed out recently, not asked", id.short()));
+    }
+    let calls =
+        others.iter().filter(|id| !cluster.suspect(id)).filter_map(|id| cluster.peers.get(id)).map(|peer| async move {
+            let r =
+                peer.call(&Request::ListShards { stream: Some(stream), verify }, false, cluster.peer_timeout()).await;
+            (peer.id, r)
+        });
     for (id, result) in futures::future::join_all(calls).await {
         match result {
             Ok(Response::ListShards { shards }) => listings.push((id, shards)),
@@ -421,12 +436,18 @@ async fn directory(cluster: &ClusterCore, stream: &str, verify: bool) -> (BTreeM
     (out, unreachable)
 }
 
+/// Fetch shard `index` of the segment `base` with root `root` from `holder`
+/// and check it is that shard, intact. A holder may answer with another
+/// shard (a damaged store, or a lying node): a shard whose header names
+/// another segment, index or root is refused here, so it never takes the place
+/// of one of the `k` shards a rebuild needs.
 async fn fetch_shard(
     cluster: &ClusterCore,
     holder: NodeId,
     stream: &str,
     base: u64,
     index: u8,
+    root: &[u8; 32],
 ) -> Result<(ShardHeader, Vec<u8>), String> {
     let (header, body) = if holder == cluster.me {
         cluster.store.get(stream, base, index).await.map_err(|r| format!("{r:?}"))?
@@ -439,6 +460,17 @@ async fn fetch_shard(
         }
     };
     let header = ShardHeader::decode(&header).map_err(|e| e.to_string())?;
+    if header.stream != stream || header.base_offset != base || header.index != index || &header.segment_root != root {
+        return Err(format!(
+            "asked {} for shard {index} of {stream:?} segment {base}, got shard {} of {:?} segment {} \
+             (root {}); not used",
+            holder.short(),
+            header.index,
+            header.stream,
+            header.base_offset,
+            blake3::Hash::from_bytes(header.segment_root).to_hex()
+        ));
+    }
     header.verify_body(&body).map_err(|e| format!("shard {index} from {}: {e}", holder.short()))?;
     Ok((header, body))
 }
@@ -464,7 +496,7 @@ async fn rebuild_segment(cluster: &ClusterCore, seg: &SegmentShards) -> Result<V
         }
         at += batch.len();
         let fetched = futures::future::join_all(batch.iter().map(|(holder, index, _)| {
-            fetch_shard(cluster, *holder, &seg.header.stream, seg.header.base_offset, *index)
+            fetch_shard(cluster, *holder, &seg.header.stream, seg.header.base_offset, *index, &seg.header.segment_root)
         }))
         .await;
         for r in fetched {

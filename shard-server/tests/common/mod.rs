@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod faultnet;
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
