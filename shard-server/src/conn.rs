@@ -9,6 +9,11 @@
 //! the connection is closed (its framing can no longer be trusted); a frame
 //! that is intact but fails the verifier or makes no sense gets an error
 //! response and the connection keeps serving.
+//!
+//! Logging: a connection runs inside an info-level `conn` span (`core`,
+//! `conn`, `peer`) and each request inside a debug-level `request` span
+//! (`request_id`, `stream`), so every log line about a request names both. The
+//! request span costs nothing but a level check when debug is off.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -17,6 +22,7 @@ use std::rc::Rc;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
+use tracing::Instrument;
 
 use ddc_auth::account::Account;
 use ddc_auth::handshake::{NodeHandshake, Session, CLIENT_AUTH_BYTES, CLIENT_HELLO_BYTES};
@@ -120,8 +126,29 @@ const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Response bytes one connection may have waiting to be written.
 const RESPONSE_BUDGET_BYTES: u64 = 80 << 20;
 
+thread_local! {
+    /// Connections this core has accepted; with the core's number, a connection's id in logs.
+    static CONNECTIONS: Cell<u64> = const { Cell::new(0) };
+}
+
 pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: Rc<Router>, in_flight_max: usize) {
+    let conn = CONNECTIONS.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    });
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let span = tracing::info_span!("conn", core = router.core, conn, peer = %peer);
+    serve_in_span(stream, state, router, in_flight_max, peer).instrument(span).await
+}
+
+/// The connection's work, inside its `conn` span.
+async fn serve_in_span(
+    stream: TcpStream,
+    state: Rc<CoreState>,
+    router: Rc<Router>,
+    in_flight_max: usize,
+    peer: String,
+) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let outbox = Rc::new(Outbox::new());
@@ -244,15 +271,24 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
         };
         let (state, router, outbox, response_budget, access) =
             (state.clone(), router.clone(), outbox.clone(), response_budget.clone(), access.clone());
-        glommio::spawn_local(async move {
+        // Its field values are computed only when the span is enabled (debug).
+        let span = tracing::debug_span!(
+            "request",
+            request_id = peek_request_id(&payload).unwrap_or(0),
+            stream = tracing::field::Empty
+        );
+        let request = async move {
             let Some((id, response, held)) = handle_payload(&state, &router, payload, &response_budget, &access).await
             else {
                 return;
             };
+            if let Response::Error { code, message } = &response {
+                tracing::debug!(?code, reason = %message, "request refused");
+            }
             drop(memory);
             outbox.push(id, &response, Some((permit, held)));
-        })
-        .detach();
+        };
+        glommio::spawn_local(request.instrument(span)).detach();
     }
     // Let running requests answer, then close.
     let _ = permits.acquire(in_flight_max as u64).await;
@@ -371,6 +407,10 @@ async fn handle_payload(
             return Some((id, error_response(frame_error_code(&e), e.to_string()), held));
         }
     };
+    if let Some(stream) = request.stream() {
+        // A no-op unless the request span is enabled.
+        tracing::Span::current().record("stream", stream);
+    }
     // Authorized before anything is done: a refusal has no side effect.
     if let Err(refusal) = access.borrow().check(state, &request, forwarded) {
         return Some((id, refusal, held));
