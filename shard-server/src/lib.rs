@@ -22,6 +22,7 @@ pub mod conn;
 pub mod dispatch;
 pub mod node;
 pub mod peer;
+pub mod progress;
 pub mod router;
 pub mod usage;
 pub mod usage_journal;
