@@ -85,3 +85,51 @@ fn a_value_out_of_range_is_refused_by_name() {
     assert!(stderr.contains("server.io_memory_bytes must be at most"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `packaging/node.toml`, the example a deployment starts from, starts a real
+/// node as it is (only the data directory and port are replaced by flags, as
+/// the flags override the file).
+#[test]
+fn the_packaged_example_configuration_starts() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/node.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let config = shard_server::config::NodeConfig::from_toml(&text).unwrap();
+    config.validate().unwrap();
+    // Its segments must be codable with Cere's k = 4 (the check `ClusterSetup::load` makes at start).
+    let shard_bytes = config.log.segment_bytes_max.div_ceil(4) + 2 * 32768 + 4096;
+    assert!(shard_bytes <= u64::from(config.server.frame_bytes_max), "{shard_bytes}");
+
+    let dir = tempfile::Builder::new().prefix("ddc-example-").tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log_path = dir.path().join("stderr.log");
+    let mut child = Command::new(SERVER_BIN)
+        .arg("--config")
+        .arg(&example)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", &addr, "--cores", "1"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + common::START_TIMEOUT;
+    let answered = loop {
+        let ping = ddc_formats::client::Client::connect(addr.as_str()).and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(10)))?;
+            c.ping()
+        });
+        if ping.is_ok() || Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break ping.is_ok();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(answered, "the example configuration did not serve:\n{log}");
+    assert_eq!(status.code(), Some(0), "{log}");
+    // --log-json, as the unit runs it, is tested in tests/logging.rs.
+}
