@@ -1534,6 +1534,8 @@ mod tests {
                 walk(sub, &format!("{path} {}", sub.get_name()), missing);
             }
         }
+        // clap's own consistency checks (duplicate flags such as a second -q), in release builds too.
+        Cli::command().debug_assert();
         let mut missing = Vec::new();
         walk(&Cli::command(), "ddc", &mut missing);
         assert!(missing.is_empty(), "no example in the help of: {missing:?}");
