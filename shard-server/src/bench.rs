@@ -11,7 +11,6 @@
 //! what authentication costs.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +23,8 @@ use ddc_formats::client::{Client, ClientError};
 use ddc_formats::message::{Request, Response};
 use ddc_formats::wire::AckLevel;
 use serde::Serialize;
+
+use crate::progress;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -40,6 +41,7 @@ pub struct BenchSpec {
     pub ack: AckLevel,
     /// Fetch size for consume.
     pub fetch_bytes: u32,
+    /// Draw a progress bar on stderr (`ddc` sets it only when stderr is a terminal).
     pub progress: bool,
     /// Authenticate every connection as this account (None: unauthenticated).
     pub identity: Option<Arc<Identity>>,
@@ -145,24 +147,32 @@ fn summarize(
     }
 }
 
-fn progress_loop(shared: &Shared, start: Instant, label: &str) {
-    let mut last = (0u64, start);
+/// Until the run stops: a bar over the duration, or over the record count,
+/// or a spinner, with the records done and the rate over the last second.
+fn progress_loop(shared: &Shared, start: Instant, label: &str, spec: &BenchSpec) {
+    let (len, template) = match (spec.duration, spec.count) {
+        (Some(d), _) => (Some(d.as_millis() as u64), progress::TIME_TEMPLATE),
+        (None, Some(count)) => (Some(count), progress::COUNT_TEMPLATE),
+        (None, None) => (None, progress::SPINNER_TEMPLATE),
+    };
+    let bar = progress::bar(true, len, template, label);
+    let mut last = (0u64, start, 0.0f64);
     while !shared.stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(100));
         let now = Instant::now();
-        if now.duration_since(last.1) < Duration::from_secs(1) {
-            continue;
-        }
         let records = shared.records.load(Ordering::Relaxed);
-        let rate = (records - last.0) as f64 / now.duration_since(last.1).as_secs_f64();
-        eprint!(
-            "\r{label}: {:>6.1}s  {records:>12} records  {rate:>12.0} rec/s   ",
-            now.duration_since(start).as_secs_f64()
-        );
-        let _ = std::io::stderr().flush();
-        last = (records, now);
+        if now.duration_since(last.1) >= Duration::from_secs(1) {
+            let rate = (records - last.0) as f64 / now.duration_since(last.1).as_secs_f64();
+            last = (records, now, rate);
+        }
+        match (spec.duration, spec.count) {
+            (Some(_), _) => bar.set_position(now.duration_since(start).as_millis() as u64),
+            (None, Some(_)) => bar.set_position(records),
+            (None, None) => {}
+        }
+        bar.set_message(format!("{records} records, {:.0} rec/s", last.2));
     }
-    eprintln!();
+    bar.finish_and_clear();
 }
 
 /// Produce load: each connection appends batches to its own stream.
@@ -217,7 +227,7 @@ pub fn produce(spec: &BenchSpec) -> anyhow::Result<BenchSummary> {
                     Response::Error { code, message } => {
                         shared.errors.fetch_add(1, Ordering::Relaxed);
                         if shared.errors.load(Ordering::Relaxed) == 1 {
-                            eprintln!("\nserver error {code:?}: {message}");
+                            eprintln!("server error {code:?}: {message}");
                         }
                     }
                     other => anyhow::bail!("unexpected response {other:?}"),
@@ -292,8 +302,8 @@ fn run_to_end(
 ) -> anyhow::Result<BenchSummary> {
     let progress = spec.progress.then(|| {
         let shared = shared.clone();
-        let label = format!("bench {mode}");
-        std::thread::spawn(move || progress_loop(&shared, start, &label))
+        let (label, spec) = (format!("bench {mode}"), spec.clone());
+        std::thread::spawn(move || progress_loop(&shared, start, &label, &spec))
     });
     let mut latencies = Vec::new();
     let mut first_error = None;
@@ -317,7 +327,7 @@ fn run_to_end(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
     use ddc_auth::handshake::{NodeHandshake, TAG_BYTES};

@@ -254,9 +254,20 @@ impl Default for ServerSection {
 }
 
 impl NodeConfig {
-    /// Parse a TOML file's text.
+    /// Parse a TOML file's text. A value of the wrong type or out of its
+    /// type's range is refused with its full key (`cluster.replica_retention`),
+    /// since toml's own message shows only the line it is on, which does not
+    /// name the section; an unknown key is named by toml itself.
     pub fn from_toml(text: &str) -> anyhow::Result<NodeConfig> {
-        Ok(toml::from_str(text)?)
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            let key = e.path().to_string();
+            let error = e.into_inner();
+            if key == "." {
+                anyhow::anyhow!("{error}")
+            } else {
+                anyhow::anyhow!("key `{key}`: {error}")
+            }
+        })
     }
 
     /// Refuse values that cannot work, naming the key.
@@ -289,6 +300,8 @@ impl NodeConfig {
             "server.core_response_bytes_max must be at least server.frame_bytes_max + 4096 (one full answer)",
         )?;
         check(self.server.write_stall_timeout_ms >= 1000, "server.write_stall_timeout_ms must be at least 1000")?;
+        // glommio allocates this much per core up front and panics when it cannot.
+        check(self.server.io_memory_bytes <= 1 << 30, "server.io_memory_bytes must be at most 1073741824 (1 GiB)")?;
         check(self.cores <= 256, "cores must be at most 256")?;
         match self.cluster.membership_source {
             MembershipSourceKind::File => check(
@@ -368,6 +381,8 @@ mod tests {
         assert!(e.contains("data_dirr"), "{e}");
         let e = NodeConfig::from_toml("[log]\nsegment_bytes_max = \"big\"").unwrap_err().to_string();
         assert!(e.contains("segment_bytes_max"), "{e}");
+        let e = NodeConfig::from_toml("[cluster]\nreplica_retention = \"some\"").unwrap_err().to_string();
+        assert!(e.contains("key `cluster.replica_retention`"), "{e}");
         let c = NodeConfig::from_toml("[log]\nsegment_bytes_max = 10").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("log.segment_bytes_max"));
         let c = NodeConfig::from_toml("cores = 2\n[server]\nin_flight_max = 4").unwrap();

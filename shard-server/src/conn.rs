@@ -9,6 +9,11 @@
 //! the connection is closed (its framing can no longer be trusted); a frame
 //! that is intact but fails the verifier or makes no sense gets an error
 //! response and the connection keeps serving.
+//!
+//! Logging: a connection runs inside an info-level `conn` span (`core`,
+//! `conn`, `peer`) and each request inside a debug-level `request` span
+//! (`request_id`, `stream`), so every log line about a request names both. The
+//! request span costs nothing but a level check when debug is off.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -18,6 +23,7 @@ use std::rc::Rc;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
+use tracing::Instrument;
 
 use ddc_auth::account::Account;
 use ddc_auth::handshake::{NodeHandshake, Session, CLIENT_AUTH_BYTES, CLIENT_HELLO_BYTES};
@@ -150,8 +156,29 @@ async fn write_tracked<W: futures_lite::io::AsyncWrite + Unpin>(
     ok
 }
 
+thread_local! {
+    /// Connections this core has accepted; with the core's number, a connection's id in logs.
+    static CONNECTIONS: Cell<u64> = const { Cell::new(0) };
+}
+
 pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: Rc<Router>, in_flight_max: usize) {
+    let conn = CONNECTIONS.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    });
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let span = tracing::info_span!("conn", core = router.core, conn, peer = %peer);
+    serve_in_span(stream, state, router, in_flight_max, peer).instrument(span).await
+}
+
+/// The connection's work, inside its `conn` span.
+async fn serve_in_span(
+    stream: TcpStream,
+    state: Rc<CoreState>,
+    router: Rc<Router>,
+    in_flight_max: usize,
+    peer: String,
+) {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
@@ -309,12 +336,21 @@ pub async fn serve_connection(stream: TcpStream, state: Rc<CoreState>, router: R
             Err(_) => break,
         };
         let (state, router, outbox, access) = (state.clone(), router.clone(), outbox.clone(), access.clone());
-        glommio::spawn_local(async move {
+        // Its field values are computed only when the span is enabled (debug).
+        let span = tracing::debug_span!(
+            "request",
+            request_id = peek_request_id(&payload).unwrap_or(0),
+            stream = tracing::field::Empty
+        );
+        let request = async move {
             let (id, response) = handle_payload(&state, &router, payload, &access).await;
+            if let Response::Error { code, message } = &response {
+                tracing::debug!(?code, reason = %message, "request refused");
+            }
             drop(memory);
             outbox.push(id, &response, Some((permit, held)));
-        })
-        .detach();
+        };
+        glommio::spawn_local(request.instrument(span)).detach();
     }
     // Let running requests answer, then close.
     let _ = permits.acquire(in_flight_max as u64).await;
@@ -443,6 +479,10 @@ async fn handle_payload(
             return (id, error_response(frame_error_code(&e), e.to_string()));
         }
     };
+    if let Some(stream) = request.stream() {
+        // A no-op unless the request span is enabled.
+        tracing::Span::current().record("stream", stream);
+    }
     // Authorized before anything is done: a refusal has no side effect.
     if let Err(refusal) = access.borrow().check(state, &request, forwarded) {
         return (id, refusal);

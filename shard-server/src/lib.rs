@@ -23,6 +23,7 @@ pub mod connections;
 pub mod dispatch;
 pub mod node;
 pub mod peer;
+pub mod progress;
 pub mod router;
 pub mod usage;
 pub mod usage_journal;

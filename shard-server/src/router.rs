@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use futures::channel::oneshot;
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use tracing::Instrument;
 
 use ddc_formats::message::{decode_request_envelope, Response};
 use ddc_formats::wire::ErrorCode;
@@ -19,6 +20,9 @@ use crate::dispatch::{error_response, serve_local, CoreState};
 pub struct Forwarded {
     pub payload: Vec<u8>,
     pub reply: oneshot::Sender<Response>,
+    /// The sender's current span (its connection and request), so the owner
+    /// core's log lines about the request carry the same ids.
+    pub span: tracing::Span,
 }
 
 /// One core's ends of the mesh, before its executor starts.
@@ -74,7 +78,7 @@ impl Router {
             return error_response(ErrorCode::Internal, format!("no route to core {core}"));
         };
         let (tx, rx) = oneshot::channel();
-        if sender.send(Forwarded { payload, reply: tx }).await.is_err() {
+        if sender.send(Forwarded { payload, reply: tx, span: tracing::Span::current() }).await.is_err() {
             return error_response(ErrorCode::ShuttingDown, format!("core {core} is shutting down"));
         }
         rx.await.unwrap_or_else(|_| error_response(ErrorCode::ShuttingDown, format!("core {core} dropped the request")))
@@ -91,13 +95,17 @@ pub fn serve_incoming(receivers: Vec<ConnectedReceiver<Forwarded>>, state: Rc<Co
 async fn serve_forwarded(rx: ConnectedReceiver<Forwarded>, state: Rc<CoreState>) {
     while let Some(f) = rx.recv().await {
         let state = state.clone();
-        glommio::spawn_local(async move {
-            let response = match decode_request_envelope(&f.payload) {
-                Ok((_, forwarded, request)) => serve_local(&state, &request, forwarded).await,
-                Err(e) => error_response(ErrorCode::MalformedMessage, e.to_string()),
-            };
-            let _ = f.reply.send(response);
-        })
+        let Forwarded { payload, reply, span } = f;
+        glommio::spawn_local(
+            async move {
+                let response = match decode_request_envelope(&payload) {
+                    Ok((_, forwarded, request)) => serve_local(&state, &request, forwarded).await,
+                    Err(e) => error_response(ErrorCode::MalformedMessage, e.to_string()),
+                };
+                let _ = reply.send(response);
+            }
+            .instrument(span),
+        )
         .detach();
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use ddc_auth::account::{Account, Keypair};
 use ddc_auth::encryption::{decrypt_record, encrypt_record, BucketKey};
@@ -20,6 +20,26 @@ use ddc_formats::wire::AckLevel;
 use shard_server::access::now_ms;
 use shard_server::bench::{self, BenchSpec, Identity};
 use shard_server::cluster_cli::{self, local, repair, status, ClusterSource};
+use shard_server::progress;
+
+/// `ddc`'s exit codes, all of them (docs/CLI.md, "Exit codes"). Scripts and
+/// tests rely on them: a code's meaning never changes.
+mod exit {
+    /// The command did what it was asked.
+    pub const OK: i32 = 0;
+    /// The command failed: no connection to the node, a refusal by the node, bad input or
+    /// key files, a proof that does not verify, a repair that left work undone, a failed
+    /// bench request. The reason is on stderr, as `ddc: ...`.
+    pub const FAILED: i32 = 1;
+    /// The command line is wrong (unknown flag, missing argument): clap's message is on stderr.
+    pub const USAGE: i32 = 2;
+    /// `ddc cluster status`: degraded, but every segment still readable.
+    pub const DEGRADED: i32 = shard_server::cluster_cli::EXIT_DEGRADED;
+    /// `ddc cluster status`: a segment is unreadable, or no node answered.
+    pub const UNREADABLE: i32 = shard_server::cluster_cli::EXIT_UNREADABLE;
+    // The status codes are defined next to the report that computes them; pin them here.
+    const _: () = assert!(DEGRADED == 3 && UNREADABLE == 4);
+}
 
 /// Command-line client for a DDC shard server, and the tools to run and check a cluster of them.
 ///
@@ -29,10 +49,14 @@ use shard_server::cluster_cli::{self, local, repair, status, ClusterSource};
 ///   ddc cluster up --nodes 3 --data-dir ./local-cluster
 ///   ddc cluster status --data-dir ./local-cluster
 ///
-/// Exit codes: 0 success, 1 error (connection, server refusal, bad input), 2 usage error.
-/// `ddc cluster status` also exits 3 when the cluster is degraded but every segment is still
-/// readable (a node down, a shard missing or corrupt, shard state unknown), and 4 when a
-/// segment is unreadable (fewer than k healthy shards) or no node answers.
+/// Exit codes: 0 success, 1 the command failed (no connection, server refusal, bad input, a
+/// proof that does not verify, repair incomplete), 2 usage error. `ddc cluster status` also
+/// exits 3 when the cluster is degraded but every segment is still readable (a node down, a
+/// shard missing or corrupt, shard state unknown), and 4 when a segment is unreadable (fewer
+/// than k healthy shards) or no node answers.
+///
+/// Progress bars (bench, repair, produce --file) appear on stderr only when it is a terminal;
+/// --quiet turns them off. Shell completions: ddc completions --help. Every command: docs/CLI.md.
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -50,6 +74,9 @@ struct Cli {
     /// May be given once per bucket.
     #[arg(long = "grant", global = true, value_name = "FILE")]
     grants: Vec<PathBuf>,
+    /// No progress bars or progress lines on stderr (results and errors are still printed).
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -286,8 +313,11 @@ enum Command {
     },
     /// Load generator: throughput and latency percentiles against a running server.
     ///
-    /// Example: ddc bench produce --connections 4 --record-size 1024 --batch 64 --duration 10
-    ///          ddc bench consume --connections 4 --json
+    /// On a terminal a progress bar shows records and rate (not with --json or --quiet).
+    ///
+    /// Examples:
+    ///   ddc bench produce --connections 4 --record-size 1024 --batch 64 --duration 10
+    ///   ddc bench consume --connections 4 --json
     #[command(verbatim_doc_comment)]
     Bench {
         #[arg(value_enum)]
@@ -321,6 +351,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script for ddc on stdout.
+    ///
+    /// Examples:
+    ///   ddc completions bash > ~/.local/share/bash-completion/completions/ddc
+    ///   ddc completions zsh > ~/.zfunc/_ddc      # with fpath+=(~/.zfunc) before compinit in ~/.zshrc
+    ///   ddc completions fish > ~/.config/fish/completions/ddc.fish
+    ///   source <(ddc completions bash)            # this shell only
+    #[command(verbatim_doc_comment)]
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+}
+
+/// Shells `ddc completions` writes scripts for.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    #[value(name = "powershell")]
+    PowerShell,
 }
 
 #[derive(Subcommand, Debug)]
@@ -631,6 +684,8 @@ struct NodeLink {
     identity: Option<PathBuf>,
     node_account: Option<Account>,
     grants: Vec<PathBuf>,
+    /// --quiet: no progress bars.
+    quiet: bool,
 }
 
 impl NodeLink {
@@ -689,31 +744,50 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print on stdout and succeed; a wrong command line is a usage error.
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ddc: {e:#}");
-            1
+            exit::FAILED
         }
     };
     std::process::exit(code);
 }
 
-/// Run a command; returns the exit code (errors exit 1).
+/// Run a command; returns the exit code (errors exit [`exit::FAILED`]).
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Cluster { command } => cluster(command),
         Command::Repair { stream, target, timeout_s } => {
             let timeout = (timeout_s > 0).then(|| Duration::from_secs(timeout_s));
-            repair_cluster(target.source(), stream.as_deref(), timeout)
+            repair_cluster(target.source(), stream.as_deref(), timeout, cli.quiet)
+        }
+        Command::Completions { shell } => {
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+                CompletionShell::Elvish => clap_complete::Shell::Elvish,
+                CompletionShell::PowerShell => clap_complete::Shell::PowerShell,
+            };
+            clap_complete::generate(shell, &mut Cli::command(), "ddc", &mut std::io::stdout());
+            Ok(exit::OK)
         }
         Command::Seal { stream, timeout_s } => {
             match repair::seal(&cli.server, &stream, Duration::from_secs(timeout_s))? {
                 Some(base_offset) => println!("sealed {stream}: segment at base offset {base_offset}"),
                 None => println!("{stream}: the open segment holds no records; nothing sealed"),
             }
-            Ok(0)
+            Ok(exit::OK)
         }
         command => {
             let link = NodeLink {
@@ -721,8 +795,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 identity: cli.identity,
                 node_account: cli.node_account,
                 grants: cli.grants,
+                quiet: cli.quiet,
             };
-            run_client(&link, command).map(|()| 0)
+            run_client(&link, command).map(|()| exit::OK)
         }
     }
 }
@@ -773,7 +848,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<i32> {
                 dir.root().display(),
                 dir.root().display()
             );
-            Ok(0)
+            Ok(exit::OK)
         }
         ClusterCommand::Down { data_dir, timeout_s } => {
             let report = local::down(&data_dir, Duration::from_secs(timeout_s))?;
@@ -787,7 +862,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<i32> {
             if stuck > 0 {
                 anyhow::bail!("{stuck} node(s) are still running");
             }
-            Ok(0)
+            Ok(exit::OK)
         }
         ClusterCommand::StartNode { data_dir, node, server_bin, start_timeout_s } => {
             let started = local::start_node(
@@ -804,7 +879,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<i32> {
                 started.address,
                 started.pid.map_or("-".to_owned(), |p| p.to_string())
             );
-            Ok(0)
+            Ok(exit::OK)
         }
         ClusterCommand::StopNode { data_dir, node, kill, timeout_s } => {
             let outcome = local::stop_node(&data_dir, node, kill, Duration::from_secs(timeout_s))?;
@@ -812,17 +887,17 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<i32> {
             if matches!(outcome, cluster_cli::process::StopOutcome::StillRunning { .. }) {
                 anyhow::bail!("node-{node} is still running");
             }
-            Ok(0)
+            Ok(exit::OK)
         }
         ClusterCommand::Keygen { key_file } => {
             let id = cluster_cli::keygen(&key_file)?;
             println!("{id}");
             eprintln!("wrote {}; add the id above to the cluster file as this node's `id`", key_file.display());
-            Ok(0)
+            Ok(exit::OK)
         }
         ClusterCommand::NodeId { key_file } => {
             println!("{}", cluster_cli::node_id(&key_file)?);
-            Ok(0)
+            Ok(exit::OK)
         }
         ClusterCommand::Placement { stream, segment, target, plain } => {
             let cluster = target.source().load()?;
@@ -860,7 +935,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<i32> {
             } else {
                 print!("{}", cluster_cli::table(&["ROLE", "NODE", "ID", "ADDRESS"], &rows));
             }
-            Ok(0)
+            Ok(exit::OK)
         }
         ClusterCommand::Status { target, json, list_timeout_ms } => {
             let cluster = target.source().load()?;
@@ -870,22 +945,44 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<i32> {
             } else {
                 print!("{}", report.render_text());
             }
-            Ok(report.exit_code())
+            let code = report.exit_code();
+            assert!([exit::OK, exit::DEGRADED, exit::UNREADABLE].contains(&code), "status exit code {code}");
+            Ok(code)
         }
     }
 }
 
-fn repair_cluster(source: ClusterSource, stream: Option<&str>, timeout: Option<Duration>) -> anyhow::Result<i32> {
+fn repair_cluster(
+    source: ClusterSource,
+    stream: Option<&str>,
+    timeout: Option<Duration>,
+    quiet: bool,
+) -> anyhow::Result<i32> {
     let cluster = source.load()?;
-    eprintln!(
-        "repairing {} on {} nodes",
-        stream.map_or("all streams".to_owned(), |s| format!("stream {s}")),
-        cluster.members.len()
-    );
+    if !quiet {
+        eprintln!(
+            "repairing {} on {} nodes",
+            stream.map_or("all streams".to_owned(), |s| format!("stream {s}")),
+            cluster.members.len()
+        );
+    }
+    // Nodes finish in any order; the bar counts those that have.
+    let members = cluster.members.len() as u64;
+    let bar = progress::bar(progress::wanted(quiet), Some(members), progress::COUNT_TEMPLATE, "repair");
+    bar.set_message("nodes done");
     let (_, total) = repair::repair(&cluster, stream, timeout, |event| match event {
-        repair::RepairEvent::Started(m) => eprintln!("{} {} {}: repairing...", m.label, m.id.short(), m.address),
-        repair::RepairEvent::Finished(r) => eprintln!("{}", repair::describe(r)),
+        repair::RepairEvent::Started(m) if !quiet => {
+            progress::note(&bar, &format!("{} {} {}: repairing...", m.label, m.id.short(), m.address))
+        }
+        repair::RepairEvent::Started(_) => {}
+        repair::RepairEvent::Finished(r) => {
+            bar.inc(1);
+            if !quiet {
+                progress::note(&bar, &repair::describe(r));
+            }
+        }
     });
+    bar.finish_and_clear();
     println!(
         "total: {} segments checked, {} shards missing, {} shards corrupt, {} shards rebuilt, {} errors",
         total.segments_checked,
@@ -897,7 +994,7 @@ fn repair_cluster(source: ClusterSource, stream: Option<&str>, timeout: Option<D
     for e in &total.errors {
         println!("error: {e}");
     }
-    Ok(if total.errors.is_empty() { 0 } else { 1 })
+    Ok(if total.errors.is_empty() { exit::OK } else { exit::FAILED })
 }
 
 /// The single-node client commands.
@@ -1019,7 +1116,7 @@ fn run_client(link: &NodeLink, command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Cluster { .. } | Command::Repair { .. } | Command::Seal { .. } => {
+        Command::Cluster { .. } | Command::Repair { .. } | Command::Seal { .. } | Command::Completions { .. } => {
             anyhow::bail!("internal error: a cluster command reached the single-node client")
         }
         Command::Bench {
@@ -1051,7 +1148,7 @@ fn run_client(link: &NodeLink, command: Command) -> anyhow::Result<()> {
                 stream_prefix,
                 ack: ack.into(),
                 fetch_bytes,
-                progress: !json,
+                progress: !json && progress::wanted(link.quiet),
                 identity: link.identity()?,
             };
             let summary = match mode {
@@ -1088,10 +1185,17 @@ fn produce(
     batch: usize,
     ack: AckLevel,
 ) -> anyhow::Result<()> {
+    // A bar over the file's bytes, for files large enough to take a while.
+    const PROGRESS_FILE_BYTES_MIN: u64 = 8 << 20;
+    let mut bar = progress::bar(false, None, progress::BYTES_TEMPLATE, "");
     let input: Box<dyn BufRead> = match &file {
-        Some(path) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?,
-        )),
+        Some(path) => {
+            let opened = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+            let bytes = opened.metadata().map(|m| m.len()).unwrap_or(0);
+            let show = progress::wanted(link.quiet) && bytes >= PROGRESS_FILE_BYTES_MIN;
+            bar = progress::bar(show, Some(bytes), progress::BYTES_TEMPLATE, &format!("produce {stream}"));
+            Box::new(std::io::BufReader::with_capacity(1 << 20, bar.wrap_read(opened)))
+        }
         None => Box::new(std::io::stdin().lock()),
     };
     let mut client = link.connect()?;
@@ -1132,6 +1236,7 @@ fn produce(
         tally.receive(&mut client)?;
         in_flight -= 1;
     }
+    bar.finish_and_clear();
     match tally.first {
         Some(first) => eprintln!("produced {} records to {stream}, offsets {first}..{}", tally.total, tally.last),
         None => eprintln!("no records on input"),
@@ -1417,6 +1522,46 @@ fn usage(link: &NodeLink, bucket: Option<u64>, json: bool, export: Option<&std::
 mod tests {
     use super::*;
 
+    /// Every command and subcommand shows at least one example in its `--help`.
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let help = command.get_long_about().or(command.get_about()).map(|h| h.to_string()).unwrap_or_default();
+            if !help.contains("Example") {
+                missing.push(path.to_owned());
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        // clap's own consistency checks (duplicate flags such as a second -q), in release builds too.
+        Cli::command().debug_assert();
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "ddc", &mut missing);
+        assert!(missing.is_empty(), "no example in the help of: {missing:?}");
+    }
+
+    #[test]
+    fn completions_cover_subcommands_and_flags() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ddc", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            for word in ["start-node", "bucket-key", "segment-bytes", "completions"] {
+                assert!(script.contains(word), "{shell:?} completions lack {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn help_and_version_succeed_and_bad_command_lines_are_usage_errors() {
+        let help = Cli::try_parse_from(["ddc", "repair", "--help"]).unwrap_err();
+        assert!(!help.use_stderr());
+        let wrong = Cli::try_parse_from(["ddc", "repair", "--no-such-flag"]).unwrap_err();
+        assert!(wrong.use_stderr());
+        assert_eq!(wrong.exit_code(), exit::USAGE, "clap's own code for usage errors is ours");
+    }
+
     #[test]
     fn identity_and_node_account_are_global_options() {
         let node = Keypair::generate().account();
@@ -1439,6 +1584,7 @@ mod tests {
             identity: Some(missing.clone()),
             node_account: None,
             grants: vec![],
+            quiet: true,
         };
         // `ddc keygen` may create the very file DDC_IDENTITY names.
         run_client(&link, Command::Keygen { key_file: missing.clone(), show: false }).unwrap();
@@ -1449,6 +1595,7 @@ mod tests {
             identity: None,
             node_account: Some(identity.key.account()),
             grants: vec![],
+            quiet: true,
         };
         assert!(orphan.identity().is_err());
     }
