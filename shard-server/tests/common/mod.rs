@@ -69,6 +69,8 @@ pub struct Node {
     dir: tempfile::TempDir,
     pub data_dir: PathBuf,
     pub addr: SocketAddr,
+    /// The admin HTTP endpoint (`--http-listen`): a port of its own, so parallel nodes never share 7480.
+    pub http_addr: SocketAddr,
     config: Option<PathBuf>,
     child: Option<Child>,
     starts: usize,
@@ -84,11 +86,13 @@ impl Node {
         let dir = tempfile::Builder::new().prefix("ddc-e2e-").tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log_path = dir.path().join("server-0.log");
         Node {
             dir,
             data_dir,
             addr,
+            http_addr,
             config: None,
             child: None,
             starts: 0,
@@ -96,6 +100,12 @@ impl Node {
             slowest_start: Duration::ZERO,
             keep_port: false,
         }
+    }
+
+    /// Fresh client and admin HTTP ports.
+    fn new_ports(&mut self) {
+        self.addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        self.http_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     }
 
     /// Start a node with the default configuration and wait until it answers.
@@ -138,7 +148,7 @@ impl Node {
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
         if self.starts > 0 && !self.keep_port {
-            self.addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            self.new_ports();
         }
         self.starts += 1;
         self.log_path = self.dir.path().join(format!("server-{}.log", self.starts));
@@ -146,6 +156,8 @@ impl Node {
         let mut cmd = Command::new(SERVER_BIN);
         cmd.arg("--listen")
             .arg(self.addr.to_string())
+            .arg("--http-listen")
+            .arg(self.http_addr.to_string())
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--cores")
@@ -180,8 +192,12 @@ impl Node {
                     let log = self.log();
                     if !self.keep_port && log.contains("Address already in use") && attempt < ATTEMPTS {
                         // Someone else took the port between free_port() and the bind: try another one.
-                        eprintln!("WARNING: port {} was taken; retrying on another port", self.addr.port());
-                        self.addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+                        eprintln!(
+                            "WARNING: port {} or {} was taken; retrying on other ports",
+                            self.addr.port(),
+                            self.http_addr.port()
+                        );
+                        self.new_ports();
                         continue;
                     }
                     if !looks_like_startup_race(&log) || attempt == ATTEMPTS {
