@@ -398,6 +398,12 @@ fn cluster(enc: &mut DescriptorEncoder, view: &NodeView, snapshots: &[Arc<CoreSn
         "Repair passes (background, after each scrub, and asked for with ddc repair).",
         &counters(&|c| get(&c.repair_passes)),
     )?;
+    counter(
+        enc,
+        "ddc_repair_segments_checked",
+        "Coded segments repair passes checked.",
+        &counters(&|c| get(&c.repair_segments_checked)),
+    )?;
     let mut found = Vec::new();
     for (core, slot) in view.cores.iter().enumerate() {
         found.push((
