@@ -354,7 +354,7 @@ fn cluster(enc: &mut DescriptorEncoder, view: &NodeView, snapshots: &[Arc<CoreSn
     let shard_gauge = |f: &dyn Fn(&super::snapshot::ShardView) -> Option<u64>| -> Vec<(Labels, u64)> {
         snapshots.iter().filter_map(|s| s.shards.as_ref().and_then(f).map(|n| (core_label(s.core), n))).collect()
     };
-    gauge(enc, "ddc_shards_held", "Shard files this core holds (counted every 10 s).", &shard_gauge(&|s| s.held))?;
+    gauge(enc, "ddc_shards_held", "Shard files this core holds (counted every 5 s).", &shard_gauge(&|s| s.held))?;
     gauge(
         enc,
         "ddc_shards_damaged",

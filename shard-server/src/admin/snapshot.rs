@@ -3,7 +3,7 @@
 //! its shards and (core 0 of a cluster node) how the other members answer.
 //!
 //! Built on the core from state it owns (no await while reading it, except
-//! the shard directory listing, every 10 s, on the blocking pool), then
+//! the shard directory listing, every 5 s, on the blocking pool), then
 //! handed over whole ([`super::CoreSlot::publish`]).
 
 use std::cell::{Cell, RefCell};
@@ -24,7 +24,7 @@ use crate::dispatch::CoreState;
 /// Housekeeping ticks (100 ms) between snapshots.
 const PUBLISH_EVERY_TICKS: u64 = 10;
 /// Ticks between counts of the shard files (a directory listing per stream).
-const SHARD_COUNT_EVERY_TICKS: u64 = 100;
+const SHARD_COUNT_EVERY_TICKS: u64 = 50;
 /// Ticks between probes of the other members (core 0 only).
 const PROBE_EVERY_TICKS: u64 = 20;
 /// How long a probe waits for a member's answer.
@@ -107,7 +107,7 @@ pub struct SegmentRedundancy {
 /// This core's shard store.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ShardView {
-    /// Shard files held; None until first counted (10 s after start at most).
+    /// Shard files held; None until first counted, just after start.
     pub held: Option<u64>,
     /// Local shards whose last check (store, read, scrub) failed.
     pub damaged: u64,
