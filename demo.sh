@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build and run one shard-server with its embedded defaults (data in
-# ./ddc-data, listening on 127.0.0.1:7400, one core per CPU), show a
+# ./ddc-data, listening on 127.0.0.1:7400, admin HTTP endpoint on
+# 127.0.0.1:7480, one core per CPU), show a
 # produce/consume round trip with the ddc CLI, then keep serving until
 # Ctrl-C (which shuts the node down cleanly).
 set -euo pipefail
@@ -18,7 +19,8 @@ $BIN/ddc consume demo --offsets
 echo "--- stream info"
 $BIN/ddc info demo
 echo
-echo "shard-server is running on 127.0.0.1:7400 (data in ./ddc-data). Try:"
+echo "shard-server is running on 127.0.0.1:7400 (data in ./ddc-data)."
+echo "Status page: http://127.0.0.1:7480/   metrics: http://127.0.0.1:7480/metrics. Try:"
 echo "  $BIN/ddc produce demo < some-file.txt"
 echo "  $BIN/ddc consume demo --follow"
 echo "  $BIN/ddc bench produce --duration 10"

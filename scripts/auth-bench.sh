@@ -28,7 +28,7 @@ run() { # name required identity-args...
     local name=$1 required=$2
     shift 2
     rm -rf "$WORK/data"
-    printf 'data_dir = "%s"\nlisten = "%s"\ncores = 2\n[server]\nio_memory_bytes = 2097152\n[auth]\nrequired = %s\nbuckets_file = "%s"\n' \
+    printf 'data_dir = "%s"\nlisten = "%s"\ncores = 2\n[http]\nlisten = "127.0.0.1:0"\n[server]\nio_memory_bytes = 2097152\n[auth]\nrequired = %s\nbuckets_file = "%s"\n' \
         "$WORK/data" "$ADDR" "$required" "$WORK/buckets.toml" >"$WORK/config.toml"
     target/release/shard-server --config "$WORK/config.toml" 2>"$WORK/$name.log" &
     NODE=$!

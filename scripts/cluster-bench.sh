@@ -27,7 +27,7 @@ trap cleanup EXIT
 PRODUCE_ARGS=(--connections 4 --record-size 1024 --batch 64 --in-flight 8 --duration "$SECONDS_EACH" --json)
 
 echo "== 1a. one node alone (cores = 1): ddc bench produce"
-target/release/shard-server --data-dir "$WORK/single" --listen 127.0.0.1:7580 --cores 1 2>"$WORK/single.log" &
+target/release/shard-server --data-dir "$WORK/single" --listen 127.0.0.1:7580 --http-listen 127.0.0.1:0 --cores 1 2>"$WORK/single.log" &
 NODE=$!
 for _ in $(seq 100); do "$DDC" --server 127.0.0.1:7580 ping >/dev/null 2>&1 && break; sleep 0.1; done
 "$DDC" --server 127.0.0.1:7580 bench produce "${PRODUCE_ARGS[@]}" | tee "$WORK/single.json"

@@ -45,7 +45,7 @@ redis-benchmark -p 7479 -c 50 -P 16 -n $((40000 * SECONDS_EACH)) -q XADD bench '
 kill "$REDIS"; wait "$REDIS" 2>/dev/null || true; REDIS=
 
 echo "== shard-server: ddc bench produce (1 KiB records, 64 per batch, durable acks) and consume"
-target/release/shard-server --data-dir "$WORK/ddc" --listen 127.0.0.1:7478 2>"$WORK/node.log" &
+target/release/shard-server --data-dir "$WORK/ddc" --listen 127.0.0.1:7478 --http-listen 127.0.0.1:0 2>"$WORK/node.log" &
 NODE=$!
 for _ in $(seq 50); do target/release/ddc --server 127.0.0.1:7478 ping >/dev/null 2>&1 && break; sleep 0.1; done
 target/release/ddc --server 127.0.0.1:7478 bench produce --connections 8 --record-size 1024 --batch 64 \

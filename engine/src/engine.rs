@@ -3,12 +3,14 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use ddc_formats::name::validate_stream_name;
 
 use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
 use crate::recovery::open_stream;
+use crate::stats::EngineStats;
 use crate::storage::Storage;
 use crate::stream::{now_ms, Stream};
 
@@ -40,6 +42,8 @@ pub struct Engine<S: Storage> {
     streams: RefCell<BTreeMap<String, Rc<Stream<S>>>>,
     /// Streams whose recovery failed, with the reason; they refuse every request.
     unrecoverable: RefCell<BTreeMap<String, String>>,
+    /// Every stream's counters, for readers on other threads.
+    stats: Arc<EngineStats>,
 }
 
 impl<S: Storage> Engine<S> {
@@ -68,6 +72,7 @@ impl<S: Storage> Engine<S> {
             cores,
             streams: RefCell::new(BTreeMap::new()),
             unrecoverable: RefCell::new(BTreeMap::new()),
+            stats: Arc::new(EngineStats::default()),
         };
         let names = engine
             .storage
@@ -81,6 +86,7 @@ impl<S: Storage> Engine<S> {
             match open_stream(&name, &engine.storage, &config).await {
                 Ok(stream) => {
                     tracing::info!(core, stream = %name, next_offset = stream.high_watermark(), "recovered stream");
+                    engine.stats.register(stream.stats().clone());
                     engine.streams.borrow_mut().insert(name, stream);
                 }
                 Err(e) => {
@@ -103,6 +109,16 @@ impl<S: Storage> Engine<S> {
 
     pub fn config(&self) -> &LogConfig {
         &self.config
+    }
+
+    /// The counters of every stream this engine holds, shareable with other threads.
+    pub fn stats(&self) -> Arc<EngineStats> {
+        self.stats.clone()
+    }
+
+    /// Streams whose recovery failed, with the reason.
+    pub fn unrecoverable(&self) -> Vec<(String, String)> {
+        self.unrecoverable.borrow().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     fn check_owned(&self, name: &str) -> Result<()> {
@@ -133,6 +149,7 @@ impl<S: Storage> Engine<S> {
             return Ok((s.clone(), false));
         }
         let stream = Stream::create(name.to_owned(), self.storage.clone(), self.config.clone());
+        self.stats.register(stream.stats().clone());
         self.streams.borrow_mut().insert(name.to_owned(), stream.clone());
         tracing::info!(core = self.core, stream = %name, "created stream");
         Ok((stream, true))

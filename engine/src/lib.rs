@@ -43,6 +43,7 @@ pub mod error;
 pub mod recovery;
 pub mod segment;
 pub mod signal;
+pub mod stats;
 pub mod storage;
 pub mod stream;
 

@@ -16,6 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ddc_formats::batch::{validate_records, BatchHeader, BATCH_HEADER_BYTES};
@@ -27,6 +28,7 @@ use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
 use crate::segment::{index_path, recovery_point_path, seal_path, Segment};
 use crate::signal::Signal;
+use crate::stats::StreamStats;
 use crate::storage::{align_down, align_up, IoBuf, Storage, StorageFile};
 
 /// Every buffer and write is aligned to this; it is a multiple of any
@@ -60,6 +62,8 @@ pub(crate) struct SegWriter<S: Storage> {
     taken_end: u64,
     taken_offset: u64,
     pub(crate) batch_count: u64,
+    /// `batch_count` when the flusher last took the buffers (batches per group commit, for stats).
+    taken_batches: u64,
     last_index_pos: Option<u64>,
 }
 
@@ -78,6 +82,7 @@ impl<S: Storage> SegWriter<S> {
             taken_end: end,
             taken_offset: seg.base_offset,
             batch_count: 0,
+            taken_batches: 0,
             last_index_pos: None,
             seg,
         }
@@ -102,6 +107,7 @@ impl<S: Storage> SegWriter<S> {
             taken_end: end,
             taken_offset: end_offset,
             batch_count,
+            taken_batches: batch_count,
             last_index_pos,
             seg,
         }
@@ -160,12 +166,15 @@ impl<S: Storage> SegWriter<S> {
         let bytes = (self.end - self.taken_end) as usize;
         self.taken_end = self.end;
         self.taken_offset = self.end_offset;
+        let batches = self.batch_count - self.taken_batches;
+        self.taken_batches = self.batch_count;
         FlushWork {
             seg: self.seg.clone(),
             chunks,
             end: self.end,
             end_offset: self.end_offset,
             bytes,
+            batches,
             batch_count: self.batch_count,
         }
     }
@@ -177,6 +186,8 @@ struct FlushWork<S: Storage> {
     end: u64,
     end_offset: u64,
     bytes: usize,
+    /// Batches first taken by this flush.
+    batches: u64,
     batch_count: u64,
 }
 
@@ -275,6 +286,8 @@ pub struct Stream<S: Storage> {
     flusher: RefCell<Option<glommio::Task<()>>>,
     /// The last recovery point written (segment base, durable length).
     recovery_point: Cell<Option<(u64, u64)>>,
+    /// Counters an operator reads from another thread (see [`crate::stats`]).
+    stats: Arc<StreamStats>,
 }
 
 impl<S: Storage> Stream<S> {
@@ -295,7 +308,9 @@ impl<S: Storage> Stream<S> {
     ) -> Rc<Stream<S>> {
         let next_offset = active.end_offset;
         let log_start = segments.keys().next().copied().unwrap_or(next_offset);
+        let stats = Arc::new(StreamStats::new(&name));
         let stream = Rc::new(Stream {
+            stats,
             name,
             dir,
             storage,
@@ -333,6 +348,11 @@ impl<S: Storage> Stream<S> {
         let mut segments = BTreeMap::new();
         segments.insert(0, seg.clone());
         Stream::start(name, dir, storage, config, segments, SegWriter::fresh(seg), false, None)
+    }
+
+    /// This stream's counters, shared with whoever reports them.
+    pub fn stats(&self) -> &Arc<StreamStats> {
+        &self.stats
     }
 
     /// One past the last durable offset.
@@ -433,9 +453,14 @@ impl<S: Storage> Stream<S> {
             AckLevel::WrittenNotSynced => &self.written_offset,
             _ => &self.high_watermark,
         };
-        self.progress
+        let outcome = self
+            .progress
             .wait_for(|| if acked.get() >= end_offset { Some(Ok(base)) } else { self.fenced_error().map(Err) })
-            .await
+            .await;
+        if outcome.is_ok() {
+            self.stats.appended(at.is_some(), record_count, need);
+        }
+        outcome
     }
 
     /// Start a new active segment; the old one is sealed by the flusher.
@@ -556,7 +581,9 @@ impl<S: Storage> Stream<S> {
         self.written_offset.set(self.written_offset.get().max(work.end_offset));
         self.progress.notify();
         work.seg.hash_in_background(written);
+        let sync_started = std::time::Instant::now();
         file.sync_data().await.map_err(|e| EngineError::io(format!("fdatasync {}", work.seg.path.display()), &e))?;
+        self.stats.committed(sync_started.elapsed(), work.bytes, work.batches);
         work.seg.durable_len.set(work.end);
         work.seg.durable_next_offset.set(work.end_offset);
         self.high_watermark.set(self.high_watermark.get().max(work.end_offset));

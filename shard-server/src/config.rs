@@ -24,6 +24,36 @@ pub struct NodeConfig {
     pub auth: AuthSection,
     pub usage: UsageSection,
     pub anchor: AnchorSection,
+    pub http: HttpSection,
+}
+
+/// The admin HTTP endpoint: metrics, health, readiness, status page (docs/OPERATIONS.md "Metrics").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Serve the admin endpoint at all.
+    pub enabled: bool,
+    /// Where it listens. Port 0 takes any free port (logged at start).
+    pub listen: SocketAddr,
+    /// Link of an anchor's block on the status page: `{chain_url}` becomes the chain's
+    /// WebSocket URL (percent-encoded), `{block}` the block hash.
+    pub block_explorer_url: String,
+    /// The status page reloads itself this often; 0: never.
+    pub status_refresh_s: u32,
+}
+
+/// The polkadot.js apps block explorer, pointed at the node's chain.
+pub const BLOCK_EXPLORER_URL_DEFAULT: &str = "https://polkadot.js.org/apps/?rpc={chain_url}#/explorer/query/{block}";
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            enabled: true,
+            listen: "127.0.0.1:7480".parse().expect("literal address"),
+            block_explorer_url: BLOCK_EXPLORER_URL_DEFAULT.to_owned(),
+            status_refresh_s: 10,
+        }
+    }
 }
 
 /// Anchoring eras on the Cere chain (docs/ANCHORING.md). Off unless `chain_url` is set.
@@ -219,6 +249,7 @@ impl Default for NodeConfig {
             auth: AuthSection::default(),
             usage: UsageSection::default(),
             anchor: AnchorSection::default(),
+            http: HttpSection::default(),
         }
     }
 }
@@ -340,6 +371,22 @@ impl NodeConfig {
                 "anchor.chain_url must be a ws:// or wss:// URL",
             )?;
         }
+        let explorer = &self.http.block_explorer_url;
+        check(
+            explorer.starts_with("https://") || explorer.starts_with("http://"),
+            "http.block_explorer_url must be an http:// or https:// URL",
+        )?;
+        check(
+            !explorer.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>')),
+            "http.block_explorer_url must not contain spaces, control characters, quotes or angle brackets",
+        )?;
+        check(self.http.status_refresh_s <= 3600, "http.status_refresh_s must be at most 3600")?;
+        if self.http.enabled {
+            check(
+                self.http.listen.port() == 0 || self.http.listen != self.listen,
+                "http.listen must differ from listen",
+            )?;
+        }
         Ok(())
     }
 
@@ -389,5 +436,24 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.server.in_flight_max, 4);
         assert_eq!(c.listen.port(), 7400);
+        assert_eq!(c.http.listen.port(), 7480);
+        assert!(c.http.enabled);
+    }
+
+    #[test]
+    fn http_keys_are_checked_by_name() {
+        let e = NodeConfig::from_toml("[http]\nlisten = \"nowhere\"").unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = NodeConfig::from_toml("[http]\nport = 1").unwrap_err().to_string();
+        assert!(e.contains("port"), "{e}");
+        let c = NodeConfig::from_toml("[http]\nblock_explorer_url = \"javascript:alert(1)\"").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("http.block_explorer_url"));
+        let c = NodeConfig::from_toml("listen = \"127.0.0.1:9000\"\n[http]\nlisten = \"127.0.0.1:9000\"").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("http.listen"));
+        let c = NodeConfig::from_toml("[http]\nstatus_refresh_s = 100000").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("http.status_refresh_s"));
+        let c = NodeConfig::from_toml("[http]\nenabled = false\nlisten = \"127.0.0.1:0\"").unwrap();
+        c.validate().unwrap();
+        assert!(!c.http.enabled);
     }
 }

@@ -30,6 +30,7 @@ use ddc_auth::handshake::{NodeHandshake, Session, CLIENT_AUTH_BYTES, CLIENT_HELL
 
 use crate::access::ConnAccess;
 use crate::connections::ConnHandle;
+use crate::admin::{AuthFailure, FrameRefusal};
 use ddc_engine::owner_core;
 use ddc_engine::signal::Signal;
 use ddc_formats::frame::{encode_frame_into, FrameHeader, FRAME_HEADER_BYTES};
@@ -265,6 +266,7 @@ async fn serve_in_span(
         let parsed = match FrameHeader::decode(&header, frame_bytes_max) {
             Ok(h) => h,
             Err(e) => {
+                state.counters.frame_refused(FrameRefusal::of_header_error(&e));
                 tracing::debug!(%peer, error = %e, "refusing frame; closing connection");
                 outbox.push(0, &error_response(frame_error_code(&e), e.to_string()), None);
                 break;
@@ -275,10 +277,12 @@ async fn serve_in_span(
             read_payload(&mut reader, parsed.payload_len as usize, &state.payload_budget, state.frame_read_timeout)
                 .await
         else {
+            state.counters.frame_refused(FrameRefusal::Incomplete);
             tracing::debug!(%peer, "payload not received in time or connection lost; closing");
             break;
         };
         if let Err(e) = parsed.verify_payload(&header, &payload) {
+            state.counters.frame_refused(FrameRefusal::Checksum);
             tracing::debug!(%peer, error = %e, "frame checksum mismatch; closing connection");
             outbox.push(0, &error_response(frame_error_code(&e), e.to_string()), None);
             break;
@@ -295,6 +299,7 @@ async fn serve_in_span(
                         continue;
                     }
                     Err(reason) => {
+                        state.counters.auth_failed(AuthFailure::Handshake);
                         tracing::info!(%peer, %reason, "handshake refused; closing connection");
                         outbox.push(0, &error_response(ErrorCode::BadRequest, reason), None);
                         break;
@@ -302,6 +307,7 @@ async fn serve_in_span(
                 }
             }
             if state.auth_required {
+                state.counters.auth_failed(AuthFailure::HandshakeRequired);
                 let reason =
                     "this node requires authentication: start the connection with a handshake (docs/SECURITY.md)";
                 outbox.push(0, &error_response(ErrorCode::BadRequest, reason), None);
@@ -314,6 +320,7 @@ async fn serve_in_span(
                 None => Ok(()),
             };
             if let Err(reason) = opened {
+                state.counters.auth_failed(AuthFailure::SessionTag);
                 tracing::warn!(%peer, %reason, "frame failed its session tag; closing connection");
                 break;
             }
@@ -348,6 +355,7 @@ async fn serve_in_span(
                 tracing::debug!(?code, reason = %message, "request refused");
             }
             drop(memory);
+            state.counters.answered(&response);
             outbox.push(id, &response, Some((permit, held)));
         };
         glommio::spawn_local(request.instrument(span)).detach();
@@ -475,6 +483,7 @@ async fn handle_payload(
     let (id, forwarded, request) = match decoded {
         Ok(r) => r,
         Err(e) => {
+            state.counters.frame_refused(FrameRefusal::InvalidMessage);
             let id = peek_request_id(&payload).unwrap_or(0);
             return (id, error_response(frame_error_code(&e), e.to_string()));
         }

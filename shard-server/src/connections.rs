@@ -23,10 +23,14 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ddc_engine::signal::Signal;
 use glommio::sync::{Semaphore, StaticPermit};
+
+use crate::admin::{get, CoreCounters};
 
 /// Under memory pressure, a writer stalled this long is evicted.
 pub const PRESSURE_STALL: Duration = Duration::from_secs(1);
@@ -99,7 +103,6 @@ impl Drop for Registration {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ConnectionCounts {
     pub open: usize,
-    pub accepted: u64,
     /// Refused at `server.connections_max`.
     pub refused: u64,
     /// Shut down because they stopped reading their answers.
@@ -116,14 +119,13 @@ pub struct Connections {
     response_bytes: u64,
     /// Answers waiting for response memory right now.
     waiting: Cell<usize>,
-    accepted: Cell<u64>,
-    refused: Cell<u64>,
-    evicted: Cell<u64>,
+    /// Where refusals and evictions are counted (read by the admin endpoint).
+    counters: Arc<CoreCounters>,
 }
 
 impl Connections {
     /// `max`: this core's share of `server.connections_max`; `response_bytes`: `server.core_response_bytes_max`.
-    pub fn new(max: usize, response_bytes: u64) -> Rc<Connections> {
+    pub fn new(max: usize, response_bytes: u64, counters: Arc<CoreCounters>) -> Rc<Connections> {
         Rc::new(Connections {
             max,
             next_id: Cell::new(0),
@@ -131,21 +133,18 @@ impl Connections {
             response_budget: Rc::new(Semaphore::new(response_bytes)),
             response_bytes,
             waiting: Cell::new(0),
-            accepted: Cell::new(0),
-            refused: Cell::new(0),
-            evicted: Cell::new(0),
+            counters,
         })
     }
 
     /// Admit a new connection on socket `fd`, or refuse it (Err: this core's limit).
     pub fn register(self: &Rc<Self>, fd: RawFd) -> Result<Registration, usize> {
         if self.open.borrow().len() >= self.max {
-            self.refused.set(self.refused.get() + 1);
+            self.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
             return Err(self.max);
         }
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        self.accepted.set(self.accepted.get() + 1);
         let handle = Rc::new(ConnHandle {
             fd,
             writing_since: Cell::new(None),
@@ -161,9 +160,8 @@ impl Connections {
     pub fn counts(&self) -> ConnectionCounts {
         ConnectionCounts {
             open: self.open.borrow().len(),
-            accepted: self.accepted.get(),
-            refused: self.refused.get(),
-            evicted: self.evicted.get(),
+            refused: get(&self.counters.connections_refused),
+            evicted: get(&self.counters.connections_evicted),
         }
     }
 
@@ -185,7 +183,7 @@ impl Connections {
             }
         }
         if n > 0 {
-            self.evicted.set(self.evicted.get() + n as u64);
+            self.counters.connections_evicted.fetch_add(n as u64, Ordering::Relaxed);
             tracing::warn!(
                 connections = n,
                 stalled_s = stalled_for.as_secs_f64(),
@@ -269,7 +267,7 @@ mod tests {
     #[test]
     fn limit_counts_and_deregistration() {
         glommio::LocalExecutor::default().run(async {
-            let conns = Connections::new(2, 1 << 20);
+            let conns = Connections::new(2, 1 << 20, Arc::default());
             let a = conns.register(-1).unwrap();
             let b = conns.register(-1).unwrap();
             assert_eq!(conns.register(-1).err(), Some(2));
@@ -277,7 +275,7 @@ mod tests {
             let _c = conns.register(-1).unwrap();
             drop(b);
             let counts = conns.counts();
-            assert_eq!((counts.open, counts.accepted, counts.refused, counts.evicted), (1, 3, 1, 0));
+            assert_eq!((counts.open, counts.refused, counts.evicted), (1, 1, 0));
         });
     }
 
@@ -288,7 +286,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (server, _) = listener.accept().unwrap();
-            let conns = Connections::new(8, 1 << 20);
+            let conns = Connections::new(8, 1 << 20, Arc::default());
             use std::os::fd::AsRawFd;
             let idle = conns.register(client.as_raw_fd()).unwrap();
             let stalled = conns.register(server.as_raw_fd()).unwrap();
@@ -307,7 +305,7 @@ mod tests {
     #[test]
     fn waiters_of_a_finished_connection_leave_the_queue() {
         glommio::LocalExecutor::default().run(async {
-            let conns = Connections::new(8, 100);
+            let conns = Connections::new(8, 100, Arc::default());
             let slow = conns.register(-1).unwrap();
             let good = conns.register(-1).unwrap();
             let held = conns.reserve_response(100, Some(&slow.handle)).await.unwrap();
@@ -329,7 +327,7 @@ mod tests {
     #[test]
     fn reserve_waits_until_budget_is_returned() {
         glommio::LocalExecutor::default().run(async {
-            let conns = Connections::new(8, 100);
+            let conns = Connections::new(8, 100, Arc::default());
             let held = conns.reserve_response(80, None).await.unwrap();
             let conns2 = conns.clone();
             let waiter = glommio::spawn_local(async move { conns2.reserve_response(50, None).await.is_some() });

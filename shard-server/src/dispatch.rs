@@ -35,6 +35,8 @@ pub struct CoreState {
     pub usage: RefCell<crate::usage::CoreUsage>,
     /// Core 0 of a node that anchors: the era store (docs/ANCHORING.md).
     pub anchoring: Option<std::sync::Arc<crate::anchoring::Anchoring>>,
+    /// This core's event counters, read by the admin endpoint.
+    pub counters: std::sync::Arc<crate::admin::CoreCounters>,
 }
 
 pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -179,6 +181,7 @@ async fn serve(state: &CoreState, request: &Request<'_>) -> Result<Response, Eng
                     out.high_watermark = stream.high_watermark();
                 }
             }
+            stream.stats().fetched(&out.batches);
             Response::Fetch {
                 batches: out.batches,
                 high_watermark: out.high_watermark,

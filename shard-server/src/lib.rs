@@ -6,12 +6,14 @@
 //! and serves requests for the streams it owns; requests for streams another
 //! core owns are forwarded there ([`router`]). In cluster mode ([`cluster`])
 //! requests first go to the node that serves the stream, over node-to-node
-//! connections ([`peer`]).
+//! connections ([`peer`]). An admin HTTP endpoint ([`admin`]) on a thread of
+//! its own serves metrics, health, readiness and a status page.
 //!
 //! **Boundary:** networking, configuration and process lifecycle live here;
 //! storage lives in `ddc-engine`, byte layouts in `ddc-formats`.
 
 pub mod access;
+pub mod admin;
 pub mod anchoring;
 pub mod bench;
 pub mod buckets;

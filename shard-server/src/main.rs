@@ -13,7 +13,7 @@ use shard_server::config::NodeConfig;
 ///
 /// Examples:
 ///   shard-server                                  # ./ddc-data, 127.0.0.1:7400, one core per CPU
-///   shard-server --data-dir /srv/ddc --listen 0.0.0.0:7400 --cores 2
+///   shard-server --data-dir /srv/ddc --listen 0.0.0.0:7400 --cores 2 --http-listen 0.0.0.0:7480
 ///   shard-server --config /etc/ddc/node.toml
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
@@ -30,6 +30,9 @@ struct Args {
     /// Executors, one per core [default: number of CPUs]
     #[arg(long)]
     cores: Option<usize>,
+    /// Admin HTTP address: /metrics, /health, /ready, status page [default: 127.0.0.1:7480; port 0: any free port]
+    #[arg(long)]
+    http_listen: Option<std::net::SocketAddr>,
     /// Log filter, e.g. info, debug, shard_server=debug [env: RUST_LOG]
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -64,6 +67,11 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(c) = args.cores {
         config.cores = c;
+    }
+    if let Some(h) = args.http_listen {
+        // Naming an address asks for the endpoint, whatever the file says.
+        config.http.listen = h;
+        config.http.enabled = true;
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

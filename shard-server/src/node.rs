@@ -13,6 +13,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use ddc_engine::storage::dma::DmaStorage;
 use ddc_engine::Engine;
 
+use crate::admin::CorePhase;
 use crate::config::NodeConfig;
 use crate::conn::serve_connection;
 use crate::dispatch::CoreState;
@@ -111,6 +112,9 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    // The admin endpoint comes up before the cores, so /ready can say they are starting.
+    let view = Arc::new(crate::admin::NodeView::new(&config, cores, cluster.as_ref(), anchoring.clone(), stop.clone()));
+    let admin = crate::admin::start(&config, &view)?;
     let submitter = match &anchoring {
         Some(a) => {
             let key = ddc_auth::account::Keypair::read(&config.identity_file()).context("node key for anchoring")?;
@@ -127,12 +131,16 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         let stop = stop.clone();
         let anchoring = if core == 0 { anchoring.clone() } else { None };
         let report = StartReport { core, tx: Some(ready_tx.clone()) };
+        let view = view.clone();
         let placement = if cores <= cpus { Placement::Fixed(core) } else { Placement::Unbound };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("core-{core}"))
             .io_memory(config.server.io_memory_bytes)
             .spawn(move || async move {
-                let result = serve_core(core, cores, config, cluster, anchoring, ends, stop.clone(), report).await;
+                let started = Started { core, cores, view: view.clone() };
+                let result = serve_core(started, config, cluster, anchoring, ends, stop.clone(), report).await;
+                let phase = if result.is_ok() { CorePhase::Stopped } else { CorePhase::Failed };
+                view.cores[core].set_state(phase);
                 if let Err(e) = &result {
                     stop.store(true, Ordering::SeqCst);
                     tracing::error!(core, error = %format!("{e:#}"), "core failed");
@@ -169,6 +177,10 @@ pub fn run(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     stop.store(true, Ordering::SeqCst);
     if let Some(s) = submitter {
         let _ = s.join();
+    }
+    // Last: the endpoint answers /ready with 503 while the cores flush.
+    if let Some(admin) = admin {
+        admin.shutdown();
     }
     match first_error {
         Some(e) => Err(e),
@@ -226,10 +238,15 @@ impl Drop for StopOnDrop {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_core(
+/// Which core this is, of how many, and the admin endpoint's view of it.
+struct Started {
     core: usize,
     cores: usize,
+    view: Arc<crate::admin::NodeView>,
+}
+
+async fn serve_core(
+    Started { core, cores, view }: Started,
     config: NodeConfig,
     cluster: Option<crate::cluster::ClusterSetup>,
     anchoring: Option<Arc<crate::anchoring::Anchoring>>,
@@ -247,6 +264,7 @@ async fn serve_core(
             return Err(e);
         }
     };
+    view.cores[core].set_engine(engine.stats());
     let identity = match ddc_auth::account::Keypair::read(&config.identity_file()) {
         Ok(k) => Some(Rc::new(k)),
         Err(e) => {
@@ -290,6 +308,7 @@ async fn serve_core(
         connections: crate::connections::Connections::new(
             config.server.connections_max.div_ceil(cores),
             config.server.core_response_bytes_max,
+            view.cores[core].counters.clone(),
         ),
         cluster: cluster.clone(),
         identity: identity.clone(),
@@ -297,6 +316,7 @@ async fn serve_core(
         buckets,
         usage: std::cell::RefCell::new(usage),
         anchoring: anchoring.clone(),
+        counters: view.cores[core].counters.clone(),
     });
     serve_incoming(incoming, state.clone());
     let router = Rc::new(router);
@@ -310,12 +330,21 @@ async fn serve_core(
         }
     };
     report.send(Ok(()));
+    let observer = crate::admin::snapshot::CoreObserver::new(core, view.clone());
+    observer.serving(&state);
     let in_flight_max = config.server.in_flight_max;
     let accept = async {
         loop {
             match listener.accept().await {
                 Ok(conn) => {
-                    glommio::spawn_local(serve_connection(conn, state.clone(), router.clone(), in_flight_max)).detach();
+                    let (state, router) = (state.clone(), router.clone());
+                    state.counters.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                    glommio::spawn_local(async move {
+                        let counters = state.counters.clone();
+                        serve_connection(conn, state, router, in_flight_max).await;
+                        counters.connections_closed.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .detach();
                 }
                 Err(e) => {
                     // EMFILE and friends: log, back off, keep serving existing connections.
@@ -334,6 +363,7 @@ async fn serve_core(
         while !stop.load(Ordering::Relaxed) {
             glommio::timer::sleep(Duration::from_millis(100)).await;
             ticks += 1;
+            observer.tick(&state);
             if ticks.is_multiple_of(10) {
                 engine.tick().await;
             }

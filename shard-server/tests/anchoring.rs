@@ -72,6 +72,18 @@ fn eras_are_anchored_proofs_verify_against_the_chain_and_outages_lose_nothing() 
     let bytes = wait_for_proof(&node, "b1.orders", 7);
     let proof = AnchorProof::decode(&bytes).unwrap();
     assert_eq!(proof.proof.record.node, key.account(), "signed by the node key");
+    // The admin endpoint lists the anchor with its block and a link to it.
+    let (code, body) = common::http_get(node.http_addr, "/status.json");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let hash = format!("0x{}", hex::encode(proof.receipt.block_hash));
+    let listed = status["anchoring"]["recent"].as_array().unwrap().iter().find(|e| e["block_hash"] == hash.as_str());
+    let listed = listed.unwrap_or_else(|| panic!("anchor in block {hash} not on the status page: {body}"));
+    assert_eq!(listed["block_number"], proof.receipt.block_number);
+    let link = listed["explorer_url"].as_str().unwrap();
+    assert!(link.ends_with(&format!("#/explorer/query/{hash}")) && link.contains("rpc=ws%3A%2F%2F"), "{link}");
+    let (_, page) = common::http_get(node.http_addr, "/");
+    assert!(page.contains(&format!("href=\"{link}\"")), "status page links the block: {page}");
     let file = node.dir().join("orders-7.proof");
     std::fs::write(&file, &bytes).unwrap();
     let me = key.account().to_ss58();
@@ -115,6 +127,11 @@ fn eras_are_anchored_proofs_verify_against_the_chain_and_outages_lose_nothing() 
         produce_and_seal(&mut client, &format!("b1.late{round}"), 10);
         std::thread::sleep(Duration::from_millis(1200));
     }
+    // The admin endpoint counts the eras that wait.
+    wait_until("an anchor backlog in the metrics", WAIT, || {
+        let (_, metrics) = common::http_get(node.http_addr, "/metrics");
+        metrics.lines().any(|l| l.strip_prefix("ddc_anchor_backlog_eras ").is_some_and(|v| v != "0"))
+    });
     // And it is SIGKILLed while eras wait: they are on disk.
     node.kill();
     node.launch();

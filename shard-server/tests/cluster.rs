@@ -160,14 +160,17 @@ impl Cluster {
         let cluster_file = dir.path().join("cluster.toml");
         std::fs::write(&cluster_file, membership.to_toml()).unwrap();
         for n in &nodes {
+            // Each node's admin endpoint on a port of its own (the default, 7480, is one for all).
             let config = format!(
                 "data_dir = {:?}\nlisten = \"{}\"\ncores = 1\n\
+                 [http]\nlisten = \"127.0.0.1:{}\"\n\
                  [server]\nio_memory_bytes = 1048576\n\
                  [log]\nsegment_bytes_max = 262144\n\
                  [cluster]\nmembership_file = {:?}\nnode_key_file = {:?}\n\
                  replica_lag_max_ms = 1000\ncoding_interval_ms = 100\npeer_timeout_ms = 3000\n{extra}",
                 n.data_dir(),
                 n.addr,
+                free_port(),
                 cluster_file,
                 n.dir.join("node.key"),
             );

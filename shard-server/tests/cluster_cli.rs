@@ -43,12 +43,13 @@ fn ddc_ok(args: &[&str]) -> String {
 }
 
 /// `count` consecutive loopback ports below the ephemeral range (so no
-/// client socket of another test takes one meanwhile) where nothing listens.
+/// client socket of another test takes one meanwhile) where nothing listens,
+/// and the nodes' admin HTTP ports (80 higher) free too.
 fn free_base_port(count: u16) -> u16 {
     let mut rng = rand::thread_rng();
     loop {
         let base: u16 = rng.gen_range(20_000..30_000);
-        let free = (base..base + count).all(|port| {
+        let free = (base..base + count).chain(base + 80..base + 80 + count).all(|port| {
             let address = SocketAddr::from(([127, 0, 0, 1], port));
             TcpListener::bind(address).is_ok()
                 && TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_err()

@@ -663,7 +663,7 @@ fn a_second_node_on_the_same_port_refuses_to_start() {
     let first = Node::start();
     let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shard-server"))
-        .args(["--listen", &first.addr.to_string(), "--data-dir"])
+        .args(["--listen", &first.addr.to_string(), "--http-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .args(["--cores", "2"])
         .output()
@@ -680,7 +680,7 @@ fn a_second_node_on_the_same_port_refuses_to_start() {
 fn a_second_node_on_the_same_data_dir_refuses_to_start() {
     let first = Node::start();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shard-server"))
-        .args(["--listen", &format!("127.0.0.1:{}", common::free_port()), "--data-dir"])
+        .args(["--listen", &format!("127.0.0.1:{}", common::free_port()), "--http-listen", "127.0.0.1:0", "--data-dir"])
         .arg(&first.data_dir)
         .output()
         .unwrap();

@@ -115,6 +115,8 @@ pub struct ClusterCore {
     /// One repair pass at a time per core (background or asked for).
     pub repair_lock: Rc<glommio::sync::Semaphore>,
     pub last_scrub: Cell<Option<std::time::Instant>>,
+    /// Per coded segment of a led stream: healthy shards after the last repair pass (admin endpoint).
+    pub segment_health: RefCell<BTreeMap<(String, u64), shards::SegmentHealth>>,
 }
 
 impl ClusterCore {
@@ -155,6 +157,7 @@ impl ClusterCore {
             repair_lock: Rc::new(glommio::sync::Semaphore::new(1)),
             // The first scrub comes one interval after start, not during it.
             last_scrub: Cell::new(Some(std::time::Instant::now())),
+            segment_health: RefCell::new(BTreeMap::new()),
         })
     }
 
@@ -274,7 +277,8 @@ pub async fn tick(state: &Rc<CoreState>, cluster: &Rc<ClusterCore>) {
         cluster.last_scrub.set(Some(std::time::Instant::now()));
         let (state, cluster) = (state.clone(), cluster.clone());
         glommio::spawn_local(async move {
-            cluster.store.scrub(cluster.settings.repair_bytes_per_s).await;
+            let damaged = cluster.store.scrub(cluster.settings.repair_bytes_per_s).await;
+            state.counters.scrubbed(damaged);
             let report = shards::repair_pass(&state, &cluster, None, false).await;
             if report.shards_rebuilt > 0 || !report.errors.is_empty() {
                 tracing::info!(?report, "scrub and repair pass");

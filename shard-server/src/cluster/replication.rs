@@ -79,7 +79,33 @@ pub struct Replicator {
     stopped: Cell<bool>,
 }
 
+/// One follower as its leader sees it (for the admin endpoint).
+#[derive(Debug, Clone)]
+pub struct FollowerState {
+    pub id: NodeId,
+    /// Its next offset as it last reported it; None until it answers.
+    pub acked: Option<u64>,
+    pub in_sync: bool,
+    pub connected: bool,
+    pub last_error: Option<String>,
+}
+
 impl Replicator {
+    /// Every follower's state, now.
+    pub fn follower_states(&self) -> Vec<FollowerState> {
+        let hw = self.stream.high_watermark();
+        self.followers
+            .iter()
+            .map(|f| FollowerState {
+                id: f.id,
+                acked: f.acked.get(),
+                in_sync: f.in_sync(hw, self.lag_max),
+                connected: f.connected.get(),
+                last_error: f.last_error.borrow().clone(),
+            })
+            .collect()
+    }
+
     pub fn stop(&self) {
         self.stopped.set(true);
         self.notify();

@@ -194,7 +194,9 @@ impl ShardStore {
     }
 
     /// Re-read every local shard at no more than `bytes_per_s`, recording damage.
-    pub async fn scrub(&self, bytes_per_s: u64) {
+    /// Returns how many shards it found damaged.
+    pub async fn scrub(&self, bytes_per_s: u64) -> u64 {
+        let mut damaged = 0;
         for entry in self.list(None, false).await {
             let Ok(h) = ShardHeader::decode(&entry.header) else { continue };
             match self.get(&h.stream, h.base_offset, h.index).await {
@@ -202,6 +204,7 @@ impl ShardStore {
                     self.damage.borrow_mut().remove(&(h.stream.clone(), h.base_offset, h.index));
                 }
                 Err(Response::Error { message, .. }) => {
+                    damaged += 1;
                     tracing::warn!(stream = %h.stream, base = h.base_offset, index = h.index, %message, "scrub found a damaged shard")
                 }
                 Err(_) => {}
@@ -209,6 +212,29 @@ impl ShardStore {
             let pause = Duration::from_secs_f64(h.body_bytes as f64 / bytes_per_s.max(1) as f64);
             glommio::timer::sleep(pause).await;
         }
+        damaged
+    }
+
+    /// How many shard files this core holds (a directory listing; no shard is read).
+    pub async fn count(&self) -> u64 {
+        let mut held = 0;
+        for stream in self.streams(None).await {
+            let files = self.storage.list_dir(&self.dir.join(&stream)).await.unwrap_or_default();
+            held += files.iter().filter(|name| parse_shard_file_name(name).is_some()).count() as u64;
+        }
+        held
+    }
+
+    /// Shards whose last check failed: (stream, base offset, index, why).
+    pub fn damaged(&self) -> Vec<(String, u64, u8, String)> {
+        let mut out: Vec<_> = self
+            .damage
+            .borrow()
+            .iter()
+            .map(|((s, base, index), why)| (s.clone(), *base, *index, why.clone()))
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -659,16 +685,21 @@ pub async fn repair_pass(state: &CoreState, cluster: &ClusterCore, only: Option<
             }
             report.segments_checked += 1;
             let holders = cluster.membership.shard_holders(&stream, *base);
+            let mut healthy = 0u8;
             for (index, holder) in holders.iter().enumerate() {
                 let index = index as u8;
                 let status = seg.holders.iter().find(|(h, i, _)| h == holder && *i == index).map(|(_, _, ok)| *ok);
                 match status {
-                    Some(true) => continue,
+                    Some(true) => {
+                        healthy += 1;
+                        continue;
+                    }
                     Some(false) => report.shards_corrupt += 1,
                     None => report.shards_missing += 1,
                 }
                 match rebuild_shard(state, cluster, seg, index, *holder).await {
                     Ok(bytes) => {
+                        healthy += 1;
                         report.shards_rebuilt += 1;
                         tracing::info!(stream, base, index, holder = %holder.short(), "rebuilt shard");
                         let pause =
@@ -680,9 +711,24 @@ pub async fn repair_pass(state: &CoreState, cluster: &ClusterCore, only: Option<
                     }
                 }
             }
+            let health =
+                SegmentHealth { healthy, n: holders.len() as u8, k: seg.header.k, checked_ms: crate::access::now_ms() };
+            cluster.segment_health.borrow_mut().insert((stream.clone(), *base), health);
         }
     }
+    state.counters.repaired(&report);
     report
+}
+
+/// What the last repair pass found of one coded segment (shown by the admin endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHealth {
+    /// Shards healthy on their holders after the pass (rebuilt ones included).
+    pub healthy: u8,
+    pub n: u8,
+    pub k: u8,
+    /// When the pass checked it, Unix ms.
+    pub checked_ms: u64,
 }
 
 async fn rebuild_shard(

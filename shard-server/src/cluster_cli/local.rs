@@ -10,7 +10,8 @@
 //! <dir>/node-<i>/data/        its data directory
 //! ```
 //!
-//! Node `i` listens on `127.0.0.1:<base_port + i>`. A directory that already
+//! Node `i` listens on `127.0.0.1:<base_port + i>`, and serves its admin HTTP
+//! endpoint (metrics, status page) on that port plus [`HTTP_PORT_OFFSET`]. A directory that already
 //! holds a cluster is reused by `up` as it is: same keys, same ports, data
 //! kept. That is how a stopped cluster is restarted.
 //!
@@ -35,6 +36,9 @@ use crate::config::NodeConfig;
 pub const CLUSTER_FILE: &str = "cluster.toml";
 pub const STATE_FILE: &str = "cluster-state.json";
 pub const BASE_PORT_DEFAULT: u16 = 7401;
+/// Node i's admin HTTP endpoint listens on its client port plus this (7401 -> 7481), clear of
+/// the client ports of up to [`NODES_MAX`] nodes.
+pub const HTTP_PORT_OFFSET: u16 = 80;
 pub const CORES_DEFAULT: usize = 1;
 /// Small segments, so that a local cluster seals (and codes) them soon.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 8 << 20;
@@ -223,6 +227,10 @@ pub struct NodeState {
     /// The node's id (ed25519 public key), 64 hex digits.
     pub id: String,
     pub address: SocketAddr,
+    /// Its admin HTTP endpoint (`[http] listen` of its config); `None` when disabled
+    /// (and in state files written before the endpoint existed).
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
     /// The process last started for this node; `None` once it is known stopped.
     pub pid: Option<u32>,
     pub config: PathBuf,
@@ -358,7 +366,9 @@ fn prepare_new(layout: &Layout, opts: &UpOptions, out: &mut dyn Write) -> anyhow
     }
     let base_port = opts.base_port.unwrap_or(BASE_PORT_DEFAULT);
     let addresses = local_addresses(base_port, opts.nodes)?;
-    let numbered: Vec<(usize, SocketAddr)> = addresses.iter().copied().enumerate().collect();
+    let http: Vec<SocketAddr> = addresses.iter().map(|a| http_address(*a)).collect::<anyhow::Result<_>>()?;
+    let numbered: Vec<(usize, SocketAddr)> =
+        addresses.iter().copied().enumerate().chain(http.iter().copied().enumerate()).collect();
     check_ports_free(&numbered, "pick another --base-port")?;
     writeln!(
         out,
@@ -380,9 +390,9 @@ fn prepare_new(layout: &Layout, opts: &UpOptions, out: &mut dyn Write) -> anyhow
         let key = NodeKey::generate();
         let key_file = layout.key_file(index);
         key.write_new(&key_file).with_context(|| format!("write {}", key_file.display()))?;
-        write_config(layout, index, address, cores, segment_bytes)?;
+        write_config(layout, index, address, http[index], cores, segment_bytes)?;
         members.push(Member { id: key.id(), address });
-        nodes.push(node_state(layout, index, key.id(), address));
+        nodes.push(node_state(layout, index, key.id(), address, Some(http[index])));
     }
     let membership = membership(params, members);
     membership.validate().context("the new cluster file")?;
@@ -437,7 +447,8 @@ fn prepare_existing(layout: &Layout, opts: &UpOptions, out: &mut dyn Write) -> a
             }
         }
         let config_file = layout.config_file(index);
-        if config_file.exists() {
+        let http = if config_file.exists() {
+            add_http_section(&config_file, http_address(member.address)?, out)?;
             let config = read_config(&config_file)?;
             if opts.cores.is_some_and(|c| c != config.cores) {
                 anyhow::bail!(
@@ -453,20 +464,25 @@ fn prepare_existing(layout: &Layout, opts: &UpOptions, out: &mut dyn Write) -> a
                     config.log.segment_bytes_max
                 );
             }
+            config.http.enabled.then_some(config.http.listen)
         } else {
             let data_dir = layout.data_dir(index);
             std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+            let http = http_address(member.address)?;
             write_config(
                 layout,
                 index,
                 member.address,
+                http,
                 opts.cores.unwrap_or(CORES_DEFAULT),
                 opts.segment_bytes.unwrap_or(SEGMENT_BYTES_DEFAULT),
             )?;
-        }
-        nodes.push(node_state(layout, index, key.id(), member.address));
+            Some(http)
+        };
+        nodes.push(node_state(layout, index, key.id(), member.address, http));
     }
-    let numbered: Vec<(usize, SocketAddr)> = nodes.iter().map(|n| (n.index, n.address)).collect();
+    let numbered: Vec<(usize, SocketAddr)> =
+        nodes.iter().flat_map(|n| std::iter::once((n.index, n.address)).chain(n.http.map(|h| (n.index, h)))).collect();
     check_ports_free(&numbered, "stop it first: the cluster's ports are fixed in its cluster file")?;
     writeln!(
         out,
@@ -480,11 +496,12 @@ fn prepare_existing(layout: &Layout, opts: &UpOptions, out: &mut dyn Write) -> a
     Ok(nodes)
 }
 
-fn node_state(layout: &Layout, index: usize, id: NodeId, address: SocketAddr) -> NodeState {
+fn node_state(layout: &Layout, index: usize, id: NodeId, address: SocketAddr, http: Option<SocketAddr>) -> NodeState {
     NodeState {
         index,
         id: id.to_hex(),
         address,
+        http,
         pid: None,
         config: layout.config_file(index),
         log: layout.log_file(index),
@@ -504,6 +521,31 @@ fn local_addresses(base_port: u16, nodes: usize) -> anyhow::Result<Vec<SocketAdd
         .collect()
 }
 
+/// Where a node listening on `address` serves its admin HTTP endpoint.
+fn http_address(address: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let port = address.port().checked_add(HTTP_PORT_OFFSET).with_context(|| {
+        format!("{address} leaves no admin HTTP port (port + {HTTP_PORT_OFFSET}): pick a lower --base-port")
+    })?;
+    Ok(SocketAddr::new(address.ip(), port))
+}
+
+/// A configuration written before the admin endpoint existed has no `[http]`
+/// table, and every node would take the default port: give it one.
+fn add_http_section(path: &Path, http: SocketAddr, out: &mut dyn Write) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+    if table.contains_key("http") {
+        return Ok(());
+    }
+    let added = format!(
+        "{}\n# Added by `ddc cluster up`: this node's admin HTTP endpoint (metrics, status page).\n[http]\nlisten = \"{http}\"\n",
+        text.trim_end()
+    );
+    std::fs::write(path, added).with_context(|| format!("write {}", path.display()))?;
+    writeln!(out, "added [http] listen = \"{http}\" to {}", path.display())?;
+    Ok(())
+}
+
 /// A TOML string literal (quoted and escaped) for a path.
 fn toml_path(path: &Path) -> anyhow::Result<String> {
     let text = path.to_str().with_context(|| format!("path {} is not UTF-8", path.display()))?;
@@ -514,6 +556,7 @@ fn write_config(
     layout: &Layout,
     index: usize,
     address: SocketAddr,
+    http: SocketAddr,
     cores: usize,
     segment_bytes: u64,
 ) -> anyhow::Result<()> {
@@ -533,7 +576,11 @@ fn write_config(
          \n\
          [cluster]\n\
          membership_file = {membership_file}\n\
-         node_key_file = {node_key_file}\n",
+         node_key_file = {node_key_file}\n\
+         \n\
+         [http]\n\
+         # The admin endpoint: /metrics, /health, /ready, status page at /.\n\
+         listen = \"{http}\"\n",
         root = layout.root().display(),
         data_dir = toml_path(&layout.data_dir(index))?,
         membership_file = toml_path(&layout.cluster_file())?,
@@ -543,6 +590,7 @@ fn write_config(
     let parsed = NodeConfig::from_toml(&text).context("the generated node configuration")?;
     parsed.validate().context("the generated node configuration")?;
     debug_assert_eq!(parsed.listen, address);
+    debug_assert_eq!(parsed.http.listen, http);
     let path = layout.config_file(index);
     std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))
 }
@@ -612,6 +660,13 @@ fn start(
     // Recorded at once, so that `down` finds the processes whatever happens next.
     state.write(layout)?;
     let outcome = spawned.and_then(|()| wait_ready(state, &mut children, timeout));
+    if outcome.is_ok() {
+        for node in state.nodes.iter().filter(|n| indexes.contains(&n.index)) {
+            if let Some(http) = node.http {
+                writeln!(out, "node-{} admin: http://{http}/ (status page), http://{http}/metrics", node.index)?;
+            }
+        }
+    }
     if let Err(e) = outcome {
         let stopped: Vec<(u32, PathBuf)> = children
             .iter()
@@ -680,7 +735,8 @@ pub fn start_node(
     if let Some(pid) = node.running_pid() {
         anyhow::bail!("node-{index} is already running (pid {pid})");
     }
-    check_ports_free(&[(index, node.address)], "stop it first: the node's port is fixed in the cluster file")?;
+    let ports: Vec<(usize, SocketAddr)> = std::iter::once(node.address).chain(node.http).map(|a| (index, a)).collect();
+    check_ports_free(&ports, "stop it first: the node's ports are fixed in the cluster file and its config")?;
     if let Some(bin) = server_bin {
         state.server_bin = resolve_server_bin(Some(bin))?;
     } else if !state.server_bin.is_file() {
@@ -770,6 +826,21 @@ mod tests {
     fn ports_past_65535_are_refused() {
         assert!(local_addresses(65534, 3).is_err());
         assert_eq!(local_addresses(7401, 3).unwrap()[2].port(), 7403);
+        assert!(http_address("127.0.0.1:65500".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn an_old_config_gets_an_http_section_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:7402\"\n[server]\nio_memory_bytes = 1048576\n").unwrap();
+        let mut out = Vec::new();
+        add_http_section(&path, "127.0.0.1:7482".parse().unwrap(), &mut out).unwrap();
+        add_http_section(&path, "127.0.0.1:7482".parse().unwrap(), &mut out).unwrap();
+        let c = read_config(&path).unwrap();
+        assert_eq!(c.http.listen.port(), 7482);
+        assert_eq!(c.server.io_memory_bytes, 1 << 20);
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
     }
 
     #[test]
@@ -777,8 +848,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::at(dir.path());
         std::fs::create_dir_all(layout.node_dir(0)).unwrap();
-        write_config(&layout, 0, "127.0.0.1:7401".parse().unwrap(), 1, SEGMENT_BYTES_DEFAULT).unwrap();
+        let http = http_address("127.0.0.1:7401".parse().unwrap()).unwrap();
+        assert_eq!(http.port(), 7481);
+        write_config(&layout, 0, "127.0.0.1:7401".parse().unwrap(), http, 1, SEGMENT_BYTES_DEFAULT).unwrap();
         let c = read_config(&layout.config_file(0)).unwrap();
+        assert_eq!(c.http.listen, http);
         assert_eq!(c.cluster.membership_file, Some(layout.cluster_file()));
         assert_eq!(c.server.io_memory_bytes, IO_MEMORY_BYTES);
         assert_eq!(c.data_dir, layout.data_dir(0));

@@ -71,6 +71,8 @@ pub struct Node {
     dir: tempfile::TempDir,
     pub data_dir: PathBuf,
     pub addr: SocketAddr,
+    /// The admin HTTP endpoint (`--http-listen`): a port of its own, so parallel nodes never share 7480.
+    pub http_addr: SocketAddr,
     config: Option<PathBuf>,
     child: Option<Child>,
     starts: usize,
@@ -86,11 +88,13 @@ impl Node {
         let dir = tempfile::Builder::new().prefix("ddc-e2e-").tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log_path = dir.path().join("server-0.log");
         Node {
             dir,
             data_dir,
             addr,
+            http_addr,
             config: None,
             child: None,
             starts: 0,
@@ -98,6 +102,12 @@ impl Node {
             slowest_start: Duration::ZERO,
             keep_port: false,
         }
+    }
+
+    /// Fresh client and admin HTTP ports.
+    fn new_ports(&mut self) {
+        self.addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        self.http_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     }
 
     /// Start a node with the default configuration and wait until it answers.
@@ -140,7 +150,7 @@ impl Node {
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
         if self.starts > 0 && !self.keep_port {
-            self.addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            self.new_ports();
         }
         self.starts += 1;
         self.log_path = self.dir.path().join(format!("server-{}.log", self.starts));
@@ -148,6 +158,8 @@ impl Node {
         let mut cmd = Command::new(SERVER_BIN);
         cmd.arg("--listen")
             .arg(self.addr.to_string())
+            .arg("--http-listen")
+            .arg(self.http_addr.to_string())
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--cores")
@@ -182,8 +194,12 @@ impl Node {
                     let log = self.log();
                     if !self.keep_port && log.contains("Address already in use") && attempt < ATTEMPTS {
                         // Someone else took the port between free_port() and the bind: try another one.
-                        eprintln!("WARNING: port {} was taken; retrying on another port", self.addr.port());
-                        self.addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+                        eprintln!(
+                            "WARNING: port {} or {} was taken; retrying on other ports",
+                            self.addr.port(),
+                            self.http_addr.port()
+                        );
+                        self.new_ports();
                         continue;
                     }
                     if !looks_like_startup_race(&log) || attempt == ATTEMPTS {
@@ -509,4 +525,17 @@ pub fn read_all(client: &mut Client, stream: &str) -> Vec<Vec<u8>> {
         }
         offset = fetched.next_offset;
     }
+}
+
+/// `GET path` on an admin HTTP endpoint: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to the admin endpoint {addr}: {e}"));
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    s.read_to_end(&mut bytes).unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"));
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, body.to_owned())
 }
