@@ -6,7 +6,7 @@
 //! made to lie about its shards (files swapped between segments, truncated).
 //! Each test checks the fault is detected, routed around, and repaired, and
 //! that nothing acknowledged is lost. Figures are printed for
-//! docs/RELIABILITY-peer.md (`-- --nocapture`); no assertion is on speed, only
+//! docs/RELIABILITY.md ("Peer faults") (`-- --nocapture`); no assertion is on speed, only
 //! liveness bounds.
 //!
 //! The tests take a lock so they run one cluster at a time: six nodes and
