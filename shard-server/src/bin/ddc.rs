@@ -837,11 +837,12 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<i32> {
                         format!("node-{}", n.index),
                         n.short_id().to_owned(),
                         n.address.to_string(),
+                        n.http.map_or("-".to_owned(), |h| h.to_string()),
                         n.pid.map_or("-".to_owned(), |p| p.to_string()),
                     ]
                 })
                 .collect();
-            print!("{}", cluster_cli::table(&["NODE", "ID", "ADDRESS", "PID"], &rows));
+            print!("{}", cluster_cli::table(&["NODE", "ID", "ADDRESS", "HTTP", "PID"], &rows));
             let dir = local::Layout::at(&cluster_cli::absolute(&opts.data_dir)?);
             eprintln!(
                 "cluster is up. logs: {}/node-<i>/server.log   status: ddc cluster status --data-dir {}",
