@@ -23,4 +23,18 @@ if [[ ! -f anchor/chain-test/node_modules/.ddc-installed || anchor/chain-test/pa
     touch anchor/chain-test/node_modules/.ddc-installed
 fi
 
+# The status page test (shard-server/tests/status_page.rs) renders the page in
+# headless chromium; it skips, saying so, without it, unless DDC_REQUIRE_BROWSER=1.
+if ! command -v chromium >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "installing chromium (apt-get) for the status page test" >&2
+        (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium) >&2
+    else
+        echo "chromium is not installed (and this is not root with apt-get): the browser test will be skipped" >&2
+    fi
+fi
+if command -v chromium >/dev/null; then
+    export DDC_REQUIRE_BROWSER=1
+fi
+
 cargo test --workspace --release --locked "$@"

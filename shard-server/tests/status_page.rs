@@ -145,12 +145,16 @@ impl Cluster {
     }
 }
 
-/// Chromium, or `None` (after saying why) when it is not installed and not required.
-fn browser() -> Option<&'static str> {
-    if Path::new(CHROMIUM).exists() {
-        return Some(CHROMIUM);
+/// Chromium ([`CHROMIUM`], else `chromium` on the PATH, as `./test.sh` finds it), or `None`
+/// (after saying why) when it is not installed and not required.
+fn browser() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let on_path = std::env::split_paths(&path).map(|dir| dir.join("chromium"));
+    if let Some(found) = std::iter::once(PathBuf::from(CHROMIUM)).chain(on_path).find(|p| p.is_file()) {
+        return Some(found);
     }
-    let message = format!("skipping: {CHROMIUM} not found; install chromium (./test.sh does) to run the browser test");
+    let message =
+        format!("skipping: neither {CHROMIUM} nor chromium on the PATH; install chromium (./test.sh does) to run the browser test");
     if std::env::var("DDC_REQUIRE_BROWSER").as_deref() == Ok("1") {
         panic!("{message} (DDC_REQUIRE_BROWSER=1 requires it)");
     }
@@ -159,7 +163,7 @@ fn browser() -> Option<&'static str> {
 }
 
 /// Run headless chromium with a fresh profile and `args`; fails the test unless it exits 0 in time.
-fn run_browser(chromium: &str, args: &[String]) -> std::process::Output {
+fn run_browser(chromium: &Path, args: &[String]) -> std::process::Output {
     let profile = tempfile::Builder::new().prefix("ddc-chromium-").tempdir().unwrap();
     let mut cmd = Command::new(chromium);
     // These flags keep it off the network (this machine has none) and let it run as root.
@@ -210,7 +214,7 @@ fn a_browser_shows_a_killed_member_down_on_the_status_page() {
     let url = format!("http://{}/", cluster.members[0].http);
 
     // The DOM chromium built from the page.
-    let out = run_browser(chromium, &["--dump-dom".to_owned(), url.clone()]);
+    let out = run_browser(&chromium, &["--dump-dom".to_owned(), url.clone()]);
     let dom = String::from_utf8(out.stdout).expect("the DOM is UTF-8");
     // The parser inserts <tbody> into every table: this is the browser's DOM, not the bytes served.
     assert!(dom.contains("<tbody>"), "not a parsed DOM:\n{dom}");
@@ -238,7 +242,10 @@ fn a_browser_shows_a_killed_member_down_on_the_status_page() {
     // A screenshot: a PNG of the window's size with something drawn in it.
     let shots = tempfile::Builder::new().prefix("ddc-screenshot-").tempdir().unwrap();
     let png_path = shots.path().join("page.png");
-    run_browser(chromium, &[format!("--screenshot={}", png_path.display()), "--window-size=1280,1024".to_owned(), url]);
+    run_browser(
+        &chromium,
+        &[format!("--screenshot={}", png_path.display()), "--window-size=1280,1024".to_owned(), url],
+    );
     let png = std::fs::read(&png_path).unwrap_or_else(|e| panic!("chromium wrote no {}: {e}", png_path.display()));
     assert_eq!(png.get(..8), Some(&b"\x89PNG\r\n\x1a\n"[..]), "PNG signature");
     assert_eq!(png.get(12..16), Some(&b"IHDR"[..]), "IHDR first");
