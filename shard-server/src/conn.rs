@@ -29,8 +29,8 @@ use ddc_auth::account::Account;
 use ddc_auth::handshake::{NodeHandshake, Session, CLIENT_AUTH_BYTES, CLIENT_HELLO_BYTES};
 
 use crate::access::ConnAccess;
-use crate::connections::ConnHandle;
 use crate::admin::{AuthFailure, FrameRefusal};
+use crate::connections::ConnHandle;
 use ddc_engine::owner_core;
 use ddc_engine::signal::Signal;
 use ddc_formats::frame::{encode_frame_into, FrameHeader, FRAME_HEADER_BYTES};
