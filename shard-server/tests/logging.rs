@@ -29,7 +29,7 @@ impl LoggingNode {
         let addr = format!("127.0.0.1:{}", free_port());
         let log = dir.path().join("stderr.log");
         let mut cmd = Command::new(SERVER_BIN);
-        cmd.args(["--listen", &addr, "--cores", "2", "--data-dir"])
+        cmd.args(["--listen", &addr, "--http-listen", "127.0.0.1:0", "--cores", "2", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(flags)
             .env_remove("RUST_LOG")

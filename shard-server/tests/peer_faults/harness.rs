@@ -200,6 +200,7 @@ impl FaultCluster {
             let config = format!(
                 "data_dir = {:?}\nlisten = \"{}\"\ncores = 1\n\
                  [server]\nio_memory_bytes = 1048576\n\
+                 [http]\nlisten = \"127.0.0.1:0\"\n\
                  [log]\nsegment_bytes_max = 262144\n\
                  [cluster]\nmembership_file = {:?}\nnode_key_file = {:?}\n\
                  replica_lag_max_ms = 1000\ncoding_interval_ms = 100\npeer_timeout_ms = {}\n{extra}",
