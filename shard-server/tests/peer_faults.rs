@@ -43,9 +43,6 @@ fn max(ds: &[Duration]) -> Duration {
 /// coded onto it. Finally, with the leader killed, both followers serve every
 /// acknowledged record.
 #[test]
-#[ignore = "KNOWN FAILURE since the admin endpoint's peer probes were merged: after the heal, with the leader \
-            killed, a follower's degraded read finds only 1 of the 4 shards it needs (\"too few holders \
-            reachable\"); passed before that merge. Run with --ignored while fixing it."]
 fn partitioned_follower_is_routed_around_and_caught_up_after_it_heals() {
     let _one = one_at_a_time();
     let mut cluster = FaultCluster::start("scrub_interval_ms = 600000\n");

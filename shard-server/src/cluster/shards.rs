@@ -412,21 +412,51 @@ struct SegmentShards {
 /// List the shards of `stream` on every reachable node (this one included).
 /// Nodes that failed or timed out within the last peer timeout are not asked
 /// (their shards count as unreachable): a partitioned or very slow holder
-/// costs one timeout, not one per read.
+/// costs one timeout, not one per read. But when the others cannot supply k
+/// shards of some segment, the suspects are asked after all: a node whose own
+/// network was down suspects every peer, and must not refuse reads once its
+/// network is back just because its suspicions have not expired yet.
 async fn directory(cluster: &ClusterCore, stream: &str, verify: bool) -> (BTreeMap<u64, SegmentShards>, Vec<String>) {
     let mut listings: Vec<(NodeId, Vec<ShardEntry>)> =
         vec![(cluster.me, cluster.store.list(Some(stream), verify).await)];
     let mut unreachable = Vec::new();
-    let others: Vec<NodeId> = cluster.membership.nodes.iter().map(|m| m.id).filter(|id| *id != cluster.me).collect();
-    for id in others.iter().filter(|id| cluster.suspect(id)) {
-        unreachable.push(format!("{}: failed or timed out recently, not asked", id.short()));
+    let (suspects, trusted): (Vec<NodeId>, Vec<NodeId>) = cluster
+        .membership
+        .nodes
+        .iter()
+        .map(|m| m.id)
+        .filter(|id| *id != cluster.me)
+        .partition(|id| cluster.suspect(id));
+    list_shards_on(cluster, &trusted, stream, verify, &mut listings, &mut unreachable).await;
+    let mut out = group_listings(&listings, stream);
+    if !suspects.is_empty() {
+        let short = out.values().any(|seg| distinct_indices(seg) < usize::from(seg.header.k));
+        if short {
+            list_shards_on(cluster, &suspects, stream, verify, &mut listings, &mut unreachable).await;
+            out = group_listings(&listings, stream);
+        } else {
+            for id in &suspects {
+                unreachable.push(format!("{}: failed or timed out recently, not asked", id.short()));
+            }
+        }
     }
-    let calls =
-        others.iter().filter(|id| !cluster.suspect(id)).filter_map(|id| cluster.peers.get(id)).map(|peer| async move {
-            let r =
-                peer.call(&Request::ListShards { stream: Some(stream), verify }, false, cluster.peer_timeout()).await;
-            (peer.id, r)
-        });
+    (out, unreachable)
+}
+
+/// Ask `nodes` for their shards of `stream`; add what they list to `listings`
+/// and why the others did not answer to `unreachable`.
+async fn list_shards_on(
+    cluster: &ClusterCore,
+    nodes: &[NodeId],
+    stream: &str,
+    verify: bool,
+    listings: &mut Vec<(NodeId, Vec<ShardEntry>)>,
+    unreachable: &mut Vec<String>,
+) {
+    let calls = nodes.iter().filter_map(|id| cluster.peers.get(id)).map(|peer| async move {
+        let r = peer.call(&Request::ListShards { stream: Some(stream), verify }, false, cluster.peer_timeout()).await;
+        (peer.id, r)
+    });
     for (id, result) in futures::future::join_all(calls).await {
         match result {
             Ok(Response::ListShards { shards }) => listings.push((id, shards)),
@@ -434,8 +464,16 @@ async fn directory(cluster: &ClusterCore, stream: &str, verify: bool) -> (BTreeM
             Err(e) => unreachable.push(e.to_string()),
         }
     }
-    // Group by segment and root; a segment's root is the one most holders
-    // report (a damaged or lying header cannot steer the rebuild).
+}
+
+/// How many different shards of a segment its holders offer.
+fn distinct_indices(seg: &SegmentShards) -> usize {
+    seg.holders.iter().map(|(_, index, _)| *index).collect::<std::collections::BTreeSet<_>>().len()
+}
+
+/// Group listings by segment and root; a segment's root is the one most
+/// holders report (a damaged or lying header cannot steer the rebuild).
+fn group_listings(listings: &[(NodeId, Vec<ShardEntry>)], stream: &str) -> BTreeMap<u64, SegmentShards> {
     let mut groups: BTreeMap<(u64, [u8; 32]), SegmentShards> = BTreeMap::new();
     for (id, entries) in listings {
         for e in entries {
@@ -447,7 +485,7 @@ async fn directory(cluster: &ClusterCore, stream: &str, verify: bool) -> (BTreeM
                 .entry((h.base_offset, h.segment_root))
                 .or_insert_with(|| SegmentShards { header: h.clone(), holders: Vec::new() })
                 .holders
-                .push((id, h.index, e.healthy));
+                .push((*id, h.index, e.healthy));
         }
     }
     let mut out: BTreeMap<u64, SegmentShards> = BTreeMap::new();
@@ -459,7 +497,7 @@ async fn directory(cluster: &ClusterCore, stream: &str, verify: bool) -> (BTreeM
             }
         }
     }
-    (out, unreachable)
+    out
 }
 
 /// Fetch shard `index` of the segment `base` with root `root` from `holder`
