@@ -279,7 +279,7 @@ fn short(id: &str) -> &str {
 const STYLE: &str =
     "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}\
 th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left;font-size:.9em}th{background:#f0f0f0}\
-.bad{color:#b00;font-weight:bold}.ok{color:#070}code{font-size:.9em}";
+.bad{color:#b00;font-weight:bold}.ok{color:#070}code{font-family:monospace,monospace;font-size:.9em}";
 
 /// The status page.
 pub fn html(report: &StatusReport, refresh_s: u32) -> String {
