@@ -296,7 +296,10 @@ fn every_metric_the_grafana_dashboard_queries_is_documented_and_scraped() {
     assert_eq!(dashboard["__inputs"][0]["pluginId"], "prometheus");
     assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 38, "Grafana 10 schema");
     let operations = std::fs::read_to_string(docs.join("OPERATIONS.md")).unwrap();
-    let metrics_section = &operations[operations.find("## Metrics").expect("OPERATIONS.md has a Metrics section")..];
+    let metrics_section =
+        &operations[operations.find("\n## Metrics\n").expect("OPERATIONS.md has a Metrics section")..];
+    let metrics_section =
+        &metrics_section[..metrics_section[1..].find("\n## ").map_or(metrics_section.len(), |end| end + 1)];
 
     let mut used: BTreeSet<String> = BTreeSet::new();
     let mut ids = BTreeSet::new();
