@@ -9,7 +9,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,73 +21,30 @@ use ddc_formats::message::{RepairReport, Request, Response};
 use ddc_formats::shard::ShardHeader;
 use ddc_formats::wire::{AckLevel, ErrorCode};
 
-use common::{free_port, SERVER_BIN};
+use common::free_port;
+use common::process::ServerProcess;
 
 struct ClusterNode {
     id: NodeId,
-    addr: SocketAddr,
-    dir: PathBuf,
-    config: PathBuf,
-    child: Option<Child>,
-    starts: usize,
+    process: ServerProcess,
     /// Set when the cluster runs with auth.required: clients authenticate as this account.
     identity: Option<std::sync::Arc<Keypair>>,
 }
 
+impl std::ops::Deref for ClusterNode {
+    type Target = ServerProcess;
+    fn deref(&self) -> &ServerProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for ClusterNode {
+    fn deref_mut(&mut self) -> &mut ServerProcess {
+        &mut self.process
+    }
+}
+
 impl ClusterNode {
-    fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    fn log(&self) -> String {
-        (1..=self.starts)
-            .map(|i| std::fs::read_to_string(self.dir.join(format!("server-{i}.log"))).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n--- restart ---\n")
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none());
-        self.starts += 1;
-        let log = std::fs::File::create(self.dir.join(format!("server-{}.log", self.starts))).unwrap();
-        let child = Command::new(SERVER_BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn shard-server");
-        self.child = Some(child);
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("node {} exited during start: {status}\n{}", self.addr, self.log());
-            }
-            if let Ok(mut c) = Client::connect(self.addr) {
-                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                match c.ping() {
-                    Ok(_) => return,
-                    Err(e) if e.to_string().contains("requires authentication") => return,
-                    Err(_) => {}
-                }
-            }
-            assert!(Instant::now() < deadline, "node {} did not answer\n{}", self.addr, self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
     fn client(&self) -> Client {
         let c = match &self.identity {
             Some(me) => {
@@ -139,11 +95,7 @@ impl Cluster {
             members.push(Member { id: key.id(), address: addr });
             nodes.push(ClusterNode {
                 id: key.id(),
-                addr,
-                config: ndir.join("config.toml"),
-                dir: ndir,
-                child: None,
-                starts: 0,
+                process: ServerProcess::new(addr, ndir),
                 identity: client_identity.clone(),
             });
         }

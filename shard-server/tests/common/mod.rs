@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod faultnet;
+pub mod process;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ddc_cluster::membership::{Member, Membership, NodeId, NodeKey};
@@ -24,7 +23,8 @@ use ddc_formats::shard::ShardHeader;
 use ddc_formats::wire::AckLevel;
 
 use crate::common::faultnet::{Fault, Link, LinkStats};
-use crate::common::{free_port, SERVER_BIN};
+use crate::common::free_port;
+use crate::common::process::ServerProcess;
 
 /// `cluster.peer_timeout_ms` of every node: the unit in which detection times are reported.
 pub const PEER_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -33,66 +33,25 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct ClusterNode {
     pub id: NodeId,
-    /// Where the node listens (the test's clients connect here, past the proxies).
-    pub addr: SocketAddr,
-    pub dir: PathBuf,
-    config: PathBuf,
-    child: Option<Child>,
-    starts: usize,
+    /// The process; its `addr` is where the node listens (the test's clients connect
+    /// there, past the proxies).
+    pub process: ServerProcess,
+}
+
+impl std::ops::Deref for ClusterNode {
+    type Target = ServerProcess;
+    fn deref(&self) -> &ServerProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for ClusterNode {
+    fn deref_mut(&mut self) -> &mut ServerProcess {
+        &mut self.process
+    }
 }
 
 impl ClusterNode {
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    pub fn log(&self) -> String {
-        (1..=self.starts)
-            .map(|i| std::fs::read_to_string(self.dir.join(format!("server-{i}.log"))).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n--- restart ---\n")
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none());
-        self.starts += 1;
-        let log = std::fs::File::create(self.dir.join(format!("server-{}.log", self.starts))).unwrap();
-        let child = Command::new(SERVER_BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn shard-server");
-        self.child = Some(child);
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("node {} exited during start: {status}\n{}", self.addr, self.log());
-            }
-            if let Ok(mut c) = Client::connect(self.addr) {
-                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                if c.ping().is_ok() {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "node {} did not answer\n{}", self.addr, self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
     pub fn client(&self) -> Client {
         let c = Client::connect(self.addr).unwrap_or_else(|e| panic!("connect {}: {e}", self.addr));
         c.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
@@ -164,14 +123,7 @@ impl FaultCluster {
             let key = NodeKey::generate();
             key.write_new(&ndir.join("node.key")).unwrap();
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            nodes.push(ClusterNode {
-                id: key.id(),
-                addr,
-                config: ndir.join("config.toml"),
-                dir: ndir,
-                child: None,
-                starts: 0,
-            });
+            nodes.push(ClusterNode { id: key.id(), process: ServerProcess::new(addr, ndir) });
         }
         let links: Vec<Vec<Option<Link>>> = (0..count)
             .map(|from| (0..count).map(|to| (from != to).then(|| Link::start(nodes[to].addr))).collect())
