@@ -9,23 +9,16 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::local_cluster::{ddc, free_base_port, KillOnDrop};
 use common::{run_with_timeout, DDC_BIN, SERVER_BIN};
-use rand::Rng;
 
 /// `ddc` exit codes of `cluster status` (see `ddc --help`).
 const EXIT_DEGRADED: i32 = 3;
 const EXIT_UNREADABLE: i32 = 4;
-
-fn ddc(args: &[&str]) -> Output {
-    let mut cmd = Command::new(DDC_BIN);
-    cmd.args(args).env_remove("DDC_SERVER").env("DDC_SHARD_SERVER", SERVER_BIN);
-    run_with_timeout(cmd, b"", Duration::from_secs(60))
-}
 
 fn text(out: &Output) -> String {
     format!(
@@ -42,24 +35,6 @@ fn ddc_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `count` consecutive loopback ports below the ephemeral range (so no
-/// client socket of another test takes one meanwhile) where nothing listens,
-/// and the nodes' admin HTTP ports (80 higher) free too.
-fn free_base_port(count: u16) -> u16 {
-    let mut rng = rand::thread_rng();
-    loop {
-        let base: u16 = rng.gen_range(20_000..30_000);
-        let free = (base..base + count).chain(base + 80..base + 80 + count).all(|port| {
-            let address = SocketAddr::from(([127, 0, 0, 1], port));
-            TcpListener::bind(address).is_ok()
-                && TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_err()
-        });
-        if free {
-            return base;
-        }
-    }
-}
-
 /// Is `pid` a live process (not a zombie)?
 fn alive(pid: u64) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
@@ -74,26 +49,6 @@ fn state(root: &Path) -> serde_json::Value {
 
 fn pids(root: &Path) -> Vec<Option<u64>> {
     state(root)["nodes"].as_array().expect("nodes").iter().map(|n| n["pid"].as_u64()).collect()
-}
-
-/// SIGKILLs every server of the cluster in `root` still running when the test
-/// ends, pass or fail, so that no test leaves a process behind.
-struct KillOnDrop(PathBuf);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let Ok(text) = std::fs::read_to_string(self.0.join("cluster-state.json")) else { return };
-        let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else { return };
-        for node in state["nodes"].as_array().into_iter().flatten() {
-            let Some(pid) = node["pid"].as_u64() else { continue };
-            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*self.0.to_string_lossy()));
-            if ours {
-                // SAFETY: kill(2) on a pid whose command line names our temporary directory.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-    }
 }
 
 /// The node lines of `ddc cluster status`: (node, state) in order.

@@ -9,11 +9,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{read_all, run_with_timeout, wait_until, Node, DDC_BIN, SERVER_BIN};
+use common::local_cluster::{ddc_ok as ddc, free_base_port, KillOnDrop};
+use common::{read_all, wait_until, Node, SERVER_BIN};
 use ddc_formats::batch::{encode_records, BATCH_HEADER_BYTES};
 use rand::{Rng, SeedableRng};
 
@@ -420,50 +421,6 @@ fn hostile_http_gets_an_error_or_a_close_and_the_endpoint_keeps_serving() {
     // The node itself never noticed.
     node.client().ping().unwrap();
     assert_eq!(sum(&scrape(addr), "ddc_ready", &[]), 1.0);
-}
-
-/// SIGKILLs the cluster's servers still running when the test ends, pass or fail.
-struct KillOnDrop(PathBuf);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let Ok(text) = std::fs::read_to_string(self.0.join("cluster-state.json")) else { return };
-        let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else { return };
-        for node in state["nodes"].as_array().into_iter().flatten() {
-            let Some(pid) = node["pid"].as_u64() else { continue };
-            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*self.0.to_string_lossy()));
-            if ours {
-                // SAFETY: kill(2) on a pid whose command line names our temporary directory.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
-fn ddc(args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(DDC_BIN);
-    cmd.args(args).env_remove("DDC_SERVER").env("DDC_SHARD_SERVER", SERVER_BIN);
-    let out = run_with_timeout(cmd, b"", Duration::from_secs(90));
-    assert!(
-        out.status.success(),
-        "ddc {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// `count` loopback ports below the ephemeral range, and their admin ports (80 higher), all free.
-fn free_base_port(count: u16) -> u16 {
-    let mut rng = rand::thread_rng();
-    loop {
-        let base: u16 = rng.gen_range(20_000..30_000);
-        if (base..base + count).chain(base + 80..base + 80 + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
-            return base;
-        }
-    }
 }
 
 fn member_state(status: &serde_json::Value, id: &str) -> String {

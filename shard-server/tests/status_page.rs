@@ -22,59 +22,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{http_get, run_with_timeout, wait_until, Node, DDC_BIN, SERVER_BIN};
-use rand::Rng;
+use common::local_cluster::{ddc_ok as ddc, free_base_port, KillOnDrop};
+use common::{http_get, run_with_timeout, wait_until, Node};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long one chromium run may take (it starts in about 2 s here).
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the cluster may take to show a change (probes every 2 s, snapshots every second).
 const SHOW_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// SIGKILLs the cluster's servers still running when the test ends, pass or fail.
-struct KillOnDrop(PathBuf);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let Ok(text) = std::fs::read_to_string(self.0.join("cluster-state.json")) else { return };
-        let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else { return };
-        for node in state["nodes"].as_array().into_iter().flatten() {
-            let Some(pid) = node["pid"].as_u64() else { continue };
-            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*self.0.to_string_lossy()));
-            if ours {
-                // SAFETY: kill(2) on a pid whose command line names our temporary directory.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
-/// Run `ddc args...` (with this build's shard-server); fails the test unless it exits 0.
-fn ddc(args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(DDC_BIN);
-    cmd.args(args).env_remove("DDC_SERVER").env("DDC_SHARD_SERVER", SERVER_BIN);
-    let out = run_with_timeout(cmd, b"", Duration::from_secs(90));
-    assert!(
-        out.status.success(),
-        "ddc {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// `count` loopback ports below the ephemeral range, and their admin ports (80 higher), all free.
-fn free_base_port(count: u16) -> u16 {
-    let mut rng = rand::thread_rng();
-    loop {
-        let base: u16 = rng.gen_range(20_000..30_000);
-        if (base..base + count).chain(base + 80..base + 80 + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
-            return base;
-        }
-    }
-}
 
 /// One member of a local cluster, as `cluster-state.json` lists it.
 struct Member {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod faultnet;
+pub mod local_cluster;
 pub mod process;
 
 use std::collections::HashSet;
