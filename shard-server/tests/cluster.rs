@@ -18,11 +18,10 @@ use ddc_cluster::membership::{Member, Membership, NodeId, NodeKey};
 use ddc_formats::batch::encode_records;
 use ddc_formats::client::Client;
 use ddc_formats::message::{RepairReport, Request, Response};
-use ddc_formats::shard::ShardHeader;
 use ddc_formats::wire::{AckLevel, ErrorCode};
 
 use common::free_port;
-use common::process::ServerProcess;
+use common::process::{add_healthy_shards, ServerProcess};
 
 struct ClusterNode {
     id: NodeId,
@@ -161,13 +160,7 @@ impl Cluster {
             let mut c = n.client();
             match c.call(&Request::ListShards { stream: Some(stream), verify }).unwrap() {
                 Response::ListShards { shards } => {
-                    for e in shards {
-                        let h = ShardHeader::decode(&e.header).unwrap();
-                        let healthy = out.entry(h.base_offset).or_default();
-                        if e.healthy && !healthy.contains(&h.index) {
-                            healthy.push(h.index);
-                        }
-                    }
+                    add_healthy_shards(&mut out, &shards);
                 }
                 other => panic!("{other:?}"),
             }

@@ -84,3 +84,17 @@ impl ServerProcess {
         }
     }
 }
+
+/// Add the healthy shard indexes of a `ListShards` answer to `out`, per segment base.
+pub fn add_healthy_shards(
+    out: &mut std::collections::BTreeMap<u64, Vec<u8>>,
+    shards: &[ddc_formats::message::ShardEntry],
+) {
+    for e in shards {
+        let h = ddc_formats::shard::ShardHeader::decode(&e.header).unwrap();
+        let healthy = out.entry(h.base_offset).or_default();
+        if e.healthy && !healthy.contains(&h.index) {
+            healthy.push(h.index);
+        }
+    }
+}

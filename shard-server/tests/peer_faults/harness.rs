@@ -19,12 +19,11 @@ use ddc_cluster::membership::{Member, Membership, NodeId, NodeKey};
 use ddc_formats::batch::{batches, encode_records};
 use ddc_formats::client::{Client, ClientError};
 use ddc_formats::message::{RepairReport, Request, Response, StreamInfo};
-use ddc_formats::shard::ShardHeader;
 use ddc_formats::wire::AckLevel;
 
 use crate::common::faultnet::{Fault, Link, LinkStats};
 use crate::common::free_port;
-use crate::common::process::ServerProcess;
+use crate::common::process::{add_healthy_shards, ServerProcess};
 
 /// `cluster.peer_timeout_ms` of every node: the unit in which detection times are reported.
 pub const PEER_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -254,13 +253,7 @@ impl FaultCluster {
         for &i in asked {
             match self.nodes[i].client().call(&Request::ListShards { stream: Some(stream), verify }) {
                 Ok(Response::ListShards { shards }) => {
-                    for e in shards {
-                        let h = ShardHeader::decode(&e.header).unwrap();
-                        let healthy = out.entry(h.base_offset).or_default();
-                        if e.healthy && !healthy.contains(&h.index) {
-                            healthy.push(h.index);
-                        }
-                    }
+                    add_healthy_shards(&mut out, &shards);
                 }
                 other => panic!("ListShards on node {i}: {other:?}"),
             }
