@@ -99,16 +99,6 @@ impl Drop for Registration {
     }
 }
 
-/// What a core counts about its connections (read by the node's reports).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ConnectionCounts {
-    pub open: usize,
-    /// Refused at `server.connections_max`.
-    pub refused: u64,
-    /// Shut down because they stopped reading their answers.
-    pub evicted: u64,
-}
-
 /// One core's connections.
 pub struct Connections {
     max: usize,
@@ -155,14 +145,6 @@ impl Connections {
         });
         self.open.borrow_mut().insert(id, handle.clone());
         Ok(Registration { id, handle, registry: self.clone() })
-    }
-
-    pub fn counts(&self) -> ConnectionCounts {
-        ConnectionCounts {
-            open: self.open.borrow().len(),
-            refused: get(&self.counters.connections_refused),
-            evicted: get(&self.counters.connections_evicted),
-        }
     }
 
     /// Shut down every connection whose writer has been stalled for at least
@@ -274,8 +256,11 @@ mod tests {
             drop(a);
             let _c = conns.register(-1).unwrap();
             drop(b);
-            let counts = conns.counts();
-            assert_eq!((counts.open, counts.refused, counts.evicted), (1, 1, 0));
+            let counters = &conns.counters;
+            assert_eq!(
+                (conns.open.borrow().len(), get(&counters.connections_refused), get(&counters.connections_evicted)),
+                (1, 1, 0)
+            );
         });
     }
 
@@ -298,7 +283,7 @@ mod tests {
             // The evicted socket is shut down: the peer reads EOF.
             let mut buf = [0u8; 1];
             assert_eq!(std::io::Read::read(&mut &client, &mut buf).unwrap(), 0);
-            assert_eq!(conns.counts().evicted, 1);
+            assert_eq!(get(&conns.counters.connections_evicted), 1);
         });
     }
 
