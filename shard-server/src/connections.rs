@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use ddc_engine::signal::Signal;
 use glommio::sync::{Semaphore, StaticPermit};
 
-use crate::admin::{get, CoreCounters};
+use crate::admin::CoreCounters;
 
 /// Under memory pressure, a writer stalled this long is evicted.
 pub const PRESSURE_STALL: Duration = Duration::from_secs(1);
@@ -245,6 +245,7 @@ impl Drop for WaitingGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::get;
 
     #[test]
     fn limit_counts_and_deregistration() {
