@@ -261,7 +261,12 @@ fn full_disk_refuses_with_storage_full_keeps_acked_data_and_recovers_after_resta
     std::fs::remove_file(&*filler).unwrap();
     syncfs(fs.path());
     let (_, free_after_delete) = fs_bytes(fs.path());
-    assert!(free_after_delete >= FILLER_BYTES as u64, "deleting the filler freed only {free_after_delete} bytes");
+    // The running node may take a few blocks of the freed space at once (its usage
+    // journal, for one), so allow 1 MiB less than the filler.
+    assert!(
+        free_after_delete >= FILLER_BYTES as u64 - (1 << 20),
+        "deleting the filler freed only {free_after_delete} bytes"
+    );
     expect_storage_full(produce_next(&mut client, full, 1, acked), "the fenced stream after space was freed");
     expect_storage_full(produce_next(&mut client, "early", 2, &mut early), "the fenced new stream after freeing");
     let mut fresh = Vec::new();
